@@ -1,0 +1,133 @@
+"""The command line every experiment shares.
+
+    python -m experiments.<name> --workdir=DIR [--preset=P]
+        [--config.KEY=VALUE ...] [--mode=train|eval|sample] [--num_samples=N]
+
+Usage mistakes (unknown experiment, flag, preset or config key; a value of the
+wrong type; a batch the devices do not divide) print one line naming the bad
+value and the valid choices, exit with code 2, and write nothing. Problems
+found later (a missing or corrupt data file, no usable checkpoint) print one
+line and exit with code 1; nothing already written is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from genjax import config as config_lib
+from genjax import registry
+
+MODES = ("train", "eval", "sample")
+USAGE = ("usage: python -m experiments.{name} --workdir=DIR [--preset=P] "
+         "[--config.KEY=VALUE ...] [--mode=train|eval|sample] [--num_samples=N]")
+
+
+class UsageError(ValueError):
+    """A command-line mistake: exit code 2, nothing written."""
+
+
+def parse_args(argv: list[str]) -> tuple[dict, list[tuple[str, str]]]:
+    """Splits argv into plain flags and ``(config_key, raw_value)`` overrides."""
+    flags: dict[str, str] = {}
+    overrides: list[tuple[str, str]] = []
+    valid = ("workdir", "preset", "mode", "num_samples", "help")
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise UsageError(f"unexpected argument '{arg}'; flags look like --name=value")
+        name, eq, value = arg[2:].partition("=")
+        if not eq and name != "help":
+            if i + 1 >= len(argv):
+                raise UsageError(f"flag --{name} needs a value (--{name}=VALUE)")
+            value = argv[i + 1]
+            i += 1
+        i += 1
+        if name.startswith("config."):
+            overrides.append((name[len("config."):], value))
+        elif name in valid:
+            flags[name] = value
+        else:
+            raise UsageError(
+                f"unknown flag --{name}; valid: --workdir, --preset, --mode, "
+                "--num_samples, --config.KEY")
+    return flags, overrides
+
+
+def build_config(experiment: registry.Experiment, preset: str,
+                 overrides: list[tuple[str, str]]):
+    """The experiment's config for ``preset`` with ``overrides`` applied."""
+    if preset not in experiment.presets:
+        raise UsageError(
+            f"unknown preset '{preset}' for {experiment.name}; valid: "
+            f"{', '.join(experiment.presets)}")
+    config = experiment.get_config(preset)
+    config_lib.check_required_keys(config, experiment.name)
+    for key, raw in overrides:
+        config_lib.apply_override(config, key, raw)
+    return config
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        stream=sys.stdout, force=True)
+    logging.getLogger("genjax").setLevel(logging.INFO)
+    for noisy in ("absl", "orbax", "jax._src"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def run(experiment_name: str, argv: list[str]) -> int:
+    """Runs one experiment from command-line arguments; returns the exit code."""
+    from genjax import data as data_lib  # pylint: disable=import-outside-toplevel
+    from genjax.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+    from genjax.train import loop  # pylint: disable=import-outside-toplevel
+
+    _setup_logging()
+    try:
+        experiment = registry.get(experiment_name)
+        flags, overrides = parse_args(argv)
+        if "help" in flags:
+            print(USAGE.format(name=experiment_name))
+            print(f"presets: {', '.join(experiment.presets)}")
+            return 0
+        mode = flags.get("mode", "train")
+        if mode not in MODES:
+            raise UsageError(f"unknown --mode={mode}; valid: {', '.join(MODES)}")
+        if "workdir" not in flags:
+            raise UsageError("--workdir=DIR is required (where checkpoints, "
+                             "metrics and samples go)")
+        try:
+            num_samples = int(flags.get("num_samples", 64))
+        except ValueError:
+            raise UsageError(
+                f"--num_samples={flags['num_samples']}: expected an int") from None
+        if num_samples <= 0:
+            raise UsageError(f"--num_samples={num_samples} must be positive")
+        config = build_config(experiment, flags.get("preset", "cpu"), overrides)
+        loop.validate(config)
+    except (UsageError, config_lib.ConfigError, KeyError, ValueError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    workdir = os.path.abspath(os.path.expanduser(flags["workdir"]))
+    make_task = experiment.make_task
+    try:
+        if mode == "train":
+            loop.train_and_evaluate(config, workdir, make_task)
+        elif mode == "eval":
+            loop.evaluate(config, workdir, make_task)
+        else:
+            loop.sample(config, workdir, make_task, num_samples)
+    except (data_lib.DatasetError, ckpt_lib.CheckpointError,
+            loop.TrainingDiverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(experiment_name: str) -> None:
+    """``if __name__ == '__main__'`` body of every experiment module."""
+    sys.exit(run(experiment_name, sys.argv[1:]))

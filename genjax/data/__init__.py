@@ -1,0 +1,31 @@
+"""genjax.data: datasets held in memory as numpy arrays, and the input pipeline.
+
+``load_dataset(config.data)`` returns a ``Dataset`` (see ``registry.py``);
+``TrainIterator`` and ``eval_batches`` turn its arrays into batches (see
+``pipeline.py``). Importing this package registers every built-in dataset;
+heavy dependencies (TFDS, grain, scikit-learn) are imported only when used.
+"""
+
+from genjax.data.pipeline import TrainIterator, eval_batches
+from genjax.data.registry import (
+    Dataset,
+    DatasetError,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
+
+# Imported for their registrations.
+from genjax.data import folder as _folder  # noqa: F401  isort:skip
+from genjax.data import images as _images  # noqa: F401  isort:skip
+from genjax.data import toy2d as _toy2d  # noqa: F401  isort:skip
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "TrainIterator",
+    "eval_batches",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+]

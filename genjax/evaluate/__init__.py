@@ -1,0 +1,1 @@
+"""Evaluation shared by every family: image grids, likelihood helpers."""

@@ -1,0 +1,1 @@
+"""Pure Flax Linen models: init/apply only; no optimisers, data or I/O."""

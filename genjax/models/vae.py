@@ -1,0 +1,165 @@
+"""Variational autoencoder (Kingma & Welling 2013): pure Linen modules.
+
+The encoder maps x to the mean and log-variance of a diagonal Gaussian
+q(z|x); the decoder maps z to the parameters of p(x|z) (Bernoulli logits, or a
+Gaussian mean and log-scale per pixel). No losses, optimisers or data here:
+see ``genjax.objectives.elbo``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _activation(name: str):
+    try:
+        return {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu,
+                "softplus": nn.softplus, "elu": nn.elu}[name]
+    except KeyError:
+        raise ValueError(
+            f"model.activation={name!r}; valid: relu, tanh, gelu, softplus, elu"
+        ) from None
+
+
+class MLPEncoder(nn.Module):
+    """x ``[B, H, W, C]`` -> (mean, logvar), each ``[B, latents]``."""
+
+    hidden: Sequence[int]
+    latents: int
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        act = _activation(self.activation)
+        h = x.reshape(x.shape[0], -1)
+        for i, width in enumerate(self.hidden):
+            h = act(nn.Dense(width, name=f"hidden_{i}")(h))
+        mean = nn.Dense(self.latents, name="mean")(h)
+        logvar = nn.Dense(self.latents, name="logvar")(h)
+        return mean, logvar
+
+
+class MLPDecoder(nn.Module):
+    """z ``[B, latents]`` -> ``[B, H, W, C * params_per_pixel]``."""
+
+    hidden: Sequence[int]
+    image_shape: Sequence[int]
+    params_per_pixel: int = 1
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, z):
+        act = _activation(self.activation)
+        h = z
+        for i, width in enumerate(self.hidden):
+            h = act(nn.Dense(width, name=f"hidden_{i}")(h))
+        height, width, channels = self.image_shape
+        out = nn.Dense(height * width * channels * self.params_per_pixel,
+                       name="out")(h)
+        return out.reshape(z.shape[0], height, width,
+                           channels * self.params_per_pixel)
+
+
+class ConvEncoder(nn.Module):
+    """Strided convolutions, then dense heads; for 28x28 or 32x32 images."""
+
+    features: Sequence[int]
+    latents: int
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        act = _activation(self.activation)
+        h = x
+        for i, f in enumerate(self.features):
+            h = act(nn.Conv(f, (4, 4), strides=(2, 2), padding="SAME",
+                            name=f"conv_{i}")(h))
+        h = h.reshape(h.shape[0], -1)
+        mean = nn.Dense(self.latents, name="mean")(h)
+        logvar = nn.Dense(self.latents, name="logvar")(h)
+        return mean, logvar
+
+
+class ConvDecoder(nn.Module):
+    """Dense to a small feature map, then transposed convolutions up."""
+
+    features: Sequence[int]
+    image_shape: Sequence[int]
+    params_per_pixel: int = 1
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, z):
+        act = _activation(self.activation)
+        height, width, channels = self.image_shape
+        factor = 2 ** len(self.features)
+        if height % factor or width % factor:
+            raise ValueError(
+                f"conv decoder with {len(self.features)} upsamplings needs "
+                f"image sides divisible by {factor}, got {height}x{width}")
+        h0, w0 = height // factor, width // factor
+        h = act(nn.Dense(h0 * w0 * self.features[0], name="project")(z))
+        h = h.reshape(z.shape[0], h0, w0, self.features[0])
+        for i, f in enumerate(self.features):
+            h = act(nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME",
+                                     name=f"deconv_{i}")(h))
+        return nn.Conv(channels * self.params_per_pixel, (3, 3), padding="SAME",
+                       name="out")(h)
+
+
+class VAE(nn.Module):
+    """Encoder + decoder with the reparameterisation trick.
+
+    Attributes:
+      architecture: "mlp" or "conv".
+      hidden: MLP widths (encoder; reversed for the decoder) or conv features.
+      latents: dimension of z.
+      image_shape: (H, W, C).
+      params_per_pixel: 1 (Bernoulli logits) or 2 (Gaussian mean, log-scale).
+    """
+
+    architecture: str
+    hidden: Sequence[int]
+    latents: int
+    image_shape: Sequence[int]
+    params_per_pixel: int = 1
+    activation: str = "relu"
+
+    def setup(self):
+        if self.architecture == "mlp":
+            self.encoder = MLPEncoder(self.hidden, self.latents, self.activation)
+            self.decoder = MLPDecoder(tuple(reversed(self.hidden)),
+                                      self.image_shape, self.params_per_pixel,
+                                      self.activation)
+        elif self.architecture == "conv":
+            self.encoder = ConvEncoder(self.hidden, self.latents, self.activation)
+            self.decoder = ConvDecoder(tuple(reversed(self.hidden)),
+                                       self.image_shape, self.params_per_pixel,
+                                       self.activation)
+        else:
+            raise ValueError(
+                f"model.architecture={self.architecture!r}; valid: mlp, conv")
+
+    def encode(self, x):
+        """q(z|x) parameters: (mean, logvar)."""
+        return self.encoder(x)
+
+    def decode(self, z):
+        """p(x|z) parameters."""
+        return self.decoder(z)
+
+    def __call__(self, x, rng):
+        """One reparameterised pass: (decoder output, mean, logvar, z)."""
+        mean, logvar = self.encode(x)
+        z = reparameterize(rng, mean, logvar)
+        return self.decode(z), mean, logvar, z
+
+
+def reparameterize(rng, mean, logvar):
+    """z = mean + sigma * eps, eps ~ N(0, I) (Kingma & Welling 2013, eq. 10)."""
+    eps = jax.random.normal(rng, mean.shape, mean.dtype)
+    return mean + jnp.exp(0.5 * logvar) * eps

@@ -1,0 +1,1 @@
+"""Pure objectives of (params, batch, rng) returning (loss, metrics)."""

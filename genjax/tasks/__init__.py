@@ -1,0 +1,4 @@
+"""Tasks bind a model, its objective, evaluation and sampler for the loop."""
+
+from genjax.tasks.base import Task
+from genjax.tasks.vae import VAETask

@@ -1,0 +1,154 @@
+"""Checkpoints: train state, data-iterator state and config, saved together.
+
+One orbax ``CheckpointManager`` per workdir (``<workdir>/checkpoints``) with
+three items per step:
+
+- ``state``: the ``TrainState`` pytree (orbax's array format; no pickle);
+- ``data``: the input pipeline's JSON state, so a resumed run sees exactly
+  the batches an uninterrupted one would;
+- ``config``: the config as JSON, for ``--mode=eval|sample`` and provenance.
+
+Orbax writes each step into a temporary directory and renames it when
+complete, so a process killed mid-save leaves no step that reads as valid.
+A damaged step (a file missing or corrupt) is moved aside to
+``<workdir>/checkpoints_damaged/`` with a warning, and the previous step is
+used; nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger("genjax")
+
+ITEMS = ("state", "data", "config")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was required or expected."""
+
+
+class Checkpointer:
+    """Saves and restores ``(state, data_state, config)`` under a workdir."""
+
+    def __init__(self, workdir: str, keep: int = 3):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.damaged_dir = os.path.abspath(
+            os.path.join(workdir, "checkpoints_damaged"))
+        self._keep = keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=self._keep,
+            create=True,
+            # Synchronous saves: a returned save() is on disk, which keeps
+            # kill-and-resume reasoning simple; states here are small.
+            enable_async_checkpointing=False,
+            cleanup_tmp_directories=True,
+        )
+        return ocp.CheckpointManager(self.directory, options=options,
+                                     item_names=ITEMS)
+
+    def steps(self) -> list[int]:
+        """The steps of the complete checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, state, data_state: dict, config: dict) -> None:
+        """Writes one checkpoint (blocking until it is complete on disk)."""
+        if step in self._manager.all_steps():
+            return  # Already saved (e.g. the final step equals a periodic one).
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(data_state),
+                config=ocp.args.JsonSave(config),
+            ),
+        )
+        self._manager.wait_until_finished()
+
+    def _restore_step(self, step: int, abstract_state):
+        args = {"data": ocp.args.JsonRestore(), "config": ocp.args.JsonRestore()}
+        if abstract_state is not None:
+            args["state"] = ocp.args.StandardRestore(abstract_state)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+        if abstract_state is not None:
+            # Orbax may return host arrays for scalars; check shapes strictly.
+            _check_tree_matches(restored["state"], abstract_state, step)
+        return restored
+
+    def restore_latest(self, abstract_state) -> tuple[int, Any, dict, dict] | None:
+        """Restores the newest usable checkpoint onto ``abstract_state``.
+
+        Args:
+          abstract_state: a pytree of ``jax.ShapeDtypeStruct`` with the target
+            shardings (so a checkpoint written on N devices restores onto M),
+            or None to read only the data state and config.
+
+        Returns:
+          ``(step, state, data_state, config)``, or None if there is no
+          checkpoint at all.
+
+        Raises:
+          CheckpointError: checkpoints exist but none of them is readable.
+        """
+        steps = self.steps()
+        if not steps:
+            return None
+        errors = []
+        for step in reversed(steps):
+            try:
+                restored = self._restore_step(step, abstract_state)
+            except Exception as e:  # pylint: disable=broad-except
+                first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                errors.append(f"step {step}: {type(e).__name__}: {first_line[:200]}")
+                self._move_aside(step)
+                log.warning(
+                    "checkpoint at step %d is damaged (%s); moved it to %s and "
+                    "trying the previous one", step, first_line[:200],
+                    self.damaged_dir)
+                continue
+            return (step, restored.get("state"), restored["data"],
+                    restored["config"])
+        raise CheckpointError(
+            f"no usable checkpoint in {self.directory} (all {len(steps)} are "
+            f"damaged and were moved to {self.damaged_dir}: {'; '.join(errors)}); "
+            "start a fresh run with a new --workdir")
+
+    def _move_aside(self, step: int) -> None:
+        src = os.path.join(self.directory, str(step))
+        if jax.process_index() == 0 and os.path.isdir(src):
+            os.makedirs(self.damaged_dir, exist_ok=True)
+            dst = os.path.join(self.damaged_dir, str(step))
+            suffix = 0
+            while os.path.exists(dst):
+                suffix += 1
+                dst = os.path.join(self.damaged_dir, f"{step}.{suffix}")
+            shutil.move(src, dst)
+        self._manager.close()
+        self._manager = self._open()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def _check_tree_matches(tree, abstract, step: int) -> None:
+    leaves, treedef = jax.tree.flatten(tree)
+    abs_leaves, abs_treedef = jax.tree.flatten(abstract)
+    if treedef != abs_treedef:
+        raise ValueError(f"structure differs from the model's at step {step}")
+    for leaf, ref in zip(leaves, abs_leaves):
+        if tuple(leaf.shape) != tuple(ref.shape):
+            raise ValueError(
+                f"array of shape {leaf.shape} where the model has {ref.shape}")

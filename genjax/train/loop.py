@@ -1,0 +1,335 @@
+"""The training loop, evaluation and sampling, shared by every family.
+
+``train_and_evaluate(config, workdir, make_task)`` is the one entry point the
+command line, the notebooks and the tests call (as in flax's examples). The
+workdir alone decides whether to resume: if it holds checkpoints, training
+continues from the latest usable one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from genjax import config as config_lib
+from genjax import data as data_lib
+from genjax.evaluate import images as image_lib
+from genjax.train import checkpoint as ckpt_lib
+from genjax.train import step as step_lib
+from genjax.train.state import TrainState, build_optimizer
+from genjax.train.writers import MetricWriter, Progress
+
+log = logging.getLogger("genjax")
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss; the last good checkpoint is left untouched."""
+
+
+def data_seed(seed: int) -> int:
+    """The data-order seed derived from ``config.seed`` (never the clock)."""
+    return int(np.random.SeedSequence([seed, 0x6A7A]).generate_state(1)[0])
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything built from a config, before any step is taken."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: Any
+    dataset: data_lib.Dataset
+    task: Any
+    optimizer: Any
+    schedule: Any
+    abstract_state: Any
+    init_state_fn: Callable
+    checkpointer: ckpt_lib.Checkpointer
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks that need no data or devices beyond counting them.
+
+    Raises ValueError with an actionable one-line message. Called before the
+    workdir is created, so a bad config writes nothing.
+    """
+    t = config.train
+    for key in ("batch_size", "num_steps", "log_every", "eval_every",
+                "checkpoint_every"):
+        if getattr(t, key) <= 0:
+            raise ValueError(f"train.{key}={getattr(t, key)} must be positive")
+    mesh = step_lib.make_mesh()
+    step_lib.check_batch_divides(t.batch_size, "train.batch_size", mesh)
+    step_lib.check_batch_divides(config.eval.batch_size, "eval.batch_size", mesh)
+
+
+def build(config: ml_collections.ConfigDict, workdir: str,
+          make_task: Callable) -> Run:
+    """Loads the data and builds the task, optimiser, state shapes, manager."""
+    validate(config)
+    mesh = step_lib.make_mesh()
+    dataset = data_lib.load_dataset(config.data)
+    task = make_task(config, dataset)
+    optimizer, schedule = build_optimizer(config.train)
+    train_arrays = dataset.arrays("train")
+    example = {k: np.zeros((1,) + v.shape[1:], v.dtype)
+               for k, v in train_arrays.items()}
+    use_ema = config.train.ema_decay > 0
+
+    def init_state():
+        init_rng = step_lib.root_key(config.seed, "init")
+        params = task.init_params(init_rng, example)
+        return TrainState.create(params, optimizer,
+                                 step_lib.root_key(config.seed, "train"), use_ema)
+
+    repl = step_lib.replicated(mesh)
+    init_state_fn = jax.jit(init_state, out_shardings=repl)
+    abstract = jax.eval_shape(init_state)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
+    checkpointer = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints)
+    return Run(config, workdir, mesh, dataset, task, optimizer, schedule,
+               abstract, init_state_fn, checkpointer)
+
+
+def _local_rows(batch: dict, mask: np.ndarray | None = None):
+    """This process's contiguous share of a global batch."""
+    n_proc, p = jax.process_count(), jax.process_index()
+    def cut(x):
+        b = x.shape[0] // n_proc
+        return x[p * b:(p + 1) * b]
+    return jax.tree.map(cut, batch), (None if mask is None else cut(mask))
+
+
+def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
+    """Averages ``task.eval_fn`` over the whole test split; ``eval/...`` keys."""
+    eval_fn = lambda p, b, r: run.task.eval_fn(p, b, r, final=final)  # noqa: E731
+    eval_step = step_lib.make_eval_step(eval_fn, run.mesh)
+    key = step_lib.root_key(run.config.seed, "eval")
+    totals: dict[str, float] = {}
+    arrays = run.dataset.arrays("test")
+    for i, (batch, mask) in enumerate(
+            data_lib.eval_batches(arrays, run.config.eval.batch_size)):
+        batch, mask = _local_rows(batch, mask)
+        sums = eval_step(params, step_lib.to_global(batch, run.mesh),
+                         step_lib.to_global(mask, run.mesh),
+                         jax.random.fold_in(key, i))
+        for k, v in jax.device_get(sums).items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    count = totals.pop("count")
+    return {f"eval/{k}": v / count for k, v in sorted(totals.items())}
+
+
+def _sample(run: Run, params, num_samples: int) -> np.ndarray:
+    key = step_lib.root_key(run.config.seed, "sample")
+    fn = jax.jit(lambda p, k: run.task.sample_fn(p, k, num_samples),
+                 out_shardings=step_lib.replicated(run.mesh))
+    return np.asarray(jax.device_get(fn(params, key)), np.float32)
+
+
+def write_figures(run: Run, params, step: int, writer: MetricWriter | None,
+                  tag: str) -> list[str]:
+    """Sample grid plus the task's figures as PNGs under ``samples/``."""
+    out_dir = os.path.join(run.workdir, "samples")
+    paths = []
+    if jax.process_index() != 0:
+        return paths
+    samples = _sample(run, params, run.config.sample.num_samples)
+    if samples.ndim == 4:
+        grid = image_lib.make_grid(samples)
+        path = os.path.join(out_dir, f"samples_{tag}.png")
+        image_lib.save_png(path, grid)
+        paths.append(path)
+        if writer is not None:
+            writer.write_image(step, "samples", grid)
+    test = run.dataset.arrays("test")
+    first = {k: v[:32] for k, v in test.items()}
+    figs = run.task.figures(params, first, step_lib.root_key(run.config.seed,
+                                                             "figures"))
+    for name, (images, ncols) in figs.items():
+        grid = image_lib.make_grid(np.asarray(images), ncols=ncols)
+        path = os.path.join(out_dir, f"{name}_{tag}.png")
+        image_lib.save_png(path, grid)
+        paths.append(path)
+        if writer is not None:
+            writer.write_image(step, name, grid)
+    return paths
+
+
+def _write_json(path: str, obj: dict) -> None:
+    if jax.process_index() != 0:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _restore(run: Run):
+    """``(step, state, data_state)`` from the latest usable checkpoint, or None."""
+    restored = run.checkpointer.restore_latest(run.abstract_state)
+    if restored is None:
+        return None
+    step, state, data_state, saved_config = restored
+    changes = config_lib.diff(saved_config, config_lib.to_dict(run.config))
+    if changes:
+        log.warning("resuming with a config that differs from the checkpoint's: %s",
+                    "; ".join(changes))
+    return step, state, data_state
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       make_task: Callable) -> dict[str, float]:
+    """Trains (resuming if ``workdir`` holds checkpoints), evaluates, samples.
+
+    Returns the final evaluation metrics (also written to ``eval.json``).
+    """
+    run = build(config, workdir, make_task)
+    t = config.train
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
+
+    iterator = data_lib.TrainIterator(
+        run.dataset.arrays("train"), t.batch_size, seed=data_seed(config.seed),
+        process_index=jax.process_index(), process_count=jax.process_count())
+    restored = _restore(run)
+    if restored is None:
+        state = run.init_state_fn()
+        start = 0
+        log.info("training %s from scratch in %s on %d device(s)",
+                 config.data.name, workdir, run.mesh.devices.size)
+    else:
+        start, state, data_state = restored
+        iterator.set_state(data_state)
+        log.info("resuming from step %d in %s", start, workdir)
+
+    writer = MetricWriter(workdir, resume_step=start if restored else None)
+    train_step = step_lib.make_train_step(
+        run.task.loss_fn, run.optimizer, run.mesh, ema_decay=t.ema_decay,
+        schedule=run.schedule)
+    config_dict = config_lib.to_dict(config)
+    progress = Progress(start, t.num_steps, t.log_every)
+    pending: list[dict] = []
+    final_metrics: dict[str, float] = {}
+    try:
+        for step in range(start + 1, t.num_steps + 1):
+            batch = step_lib.to_global(next(iterator), run.mesh)
+            state, metrics = train_step(state, batch)
+            pending.append(metrics)
+            progress.update(step)
+            is_last = step == t.num_steps
+            save_now = step % t.checkpoint_every == 0 or is_last
+            if step % t.log_every == 0 or save_now:
+                # Flushed at checkpoint steps too, so a resumed run logs
+                # exactly the rows an uninterrupted one does.
+                scalars = _mean_metrics(pending)
+                pending = []
+                if not math.isfinite(scalars["train/loss"]):
+                    raise TrainingDiverged(
+                        f"non-finite train/loss ({scalars['train/loss']}) at step "
+                        f"{step}; the last good checkpoint "
+                        f"(step {run.checkpointer.latest_step()}) is kept. Lower "
+                        "train.learning_rate or set train.grad_clip_norm")
+                writer.write_scalars(step, scalars)
+                progress.log(step, scalars["train/loss"])
+            if step % t.eval_every == 0 and not is_last:
+                params = state.eval_params(config.eval.use_ema)
+                scalars = run_eval(run, params, final=False)
+                writer.write_scalars(step, scalars)
+                log.info("step %d  %s", step, _fmt(scalars))
+                write_figures(run, params, step, writer, f"step{step:07d}")
+            if save_now:
+                run.checkpointer.save(step, state, iterator.get_state(),
+                                      config_dict)
+        progress.close()
+        params = state.eval_params(config.eval.use_ema)
+        t0 = time.perf_counter()
+        final_metrics = run_eval(run, params, final=True)
+        final_metrics["eval/seconds"] = time.perf_counter() - t0
+        writer.write_scalars(t.num_steps, {k: v for k, v in final_metrics.items()
+                                           if k != "eval/seconds"})
+        log.info("final (step %d)  %s", t.num_steps, _fmt(final_metrics))
+        _write_json(os.path.join(workdir, "eval.json"),
+                    dict(final_metrics, step=t.num_steps))
+        paths = write_figures(run, params, t.num_steps, writer, "final")
+        log.info("wrote %s", ", ".join(paths))
+    finally:
+        progress.close()
+        writer.close()
+        run.checkpointer.close()
+    return final_metrics
+
+
+def _mean_metrics(pending: list[dict]) -> dict[str, float]:
+    host = jax.device_get(pending)
+    return {f"train/{k}": float(np.mean([m[k] for m in host]))
+            for k in host[0]}
+
+
+def _fmt(scalars: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in scalars.items())
+
+
+def _restore_for_inference(config, workdir, make_task) -> tuple[Run, int, Any]:
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise ckpt_lib.CheckpointError(
+            f"no checkpoints in {workdir}; train first with --mode=train")
+    run = build(config, workdir, make_task)
+    restored = run.checkpointer.restore_latest(run.abstract_state)
+    if restored is None:
+        raise ckpt_lib.CheckpointError(
+            f"no complete checkpoint in {run.checkpointer.directory}; "
+            "train first with --mode=train")
+    step, state, _, saved = restored
+    model_diff = config_lib.diff(saved.get("model", {}),
+                                 config_lib.to_dict(config).get("model", {}))
+    if model_diff:
+        raise ckpt_lib.CheckpointError(
+            f"{workdir} was trained with a different model config "
+            f"({'; '.join(model_diff)}); pass the same --preset and overrides")
+    return run, step, state.eval_params(config.eval.use_ema)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             make_task: Callable) -> dict[str, float]:
+    """Evaluates the latest checkpoint on the test split; writes ``eval.json``."""
+    run, step, params = _restore_for_inference(config, workdir, make_task)
+    t0 = time.perf_counter()
+    metrics = run_eval(run, params, final=True)
+    metrics["eval/seconds"] = time.perf_counter() - t0
+    _write_json(os.path.join(workdir, "eval.json"), dict(metrics, step=step))
+    log.info("eval of step %d  %s", step, _fmt(metrics))
+    run.checkpointer.close()
+    return metrics
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str, make_task: Callable,
+           num_samples: int) -> np.ndarray:
+    """Writes ``samples/sample_mode.png`` and ``samples.npy`` (float32 [N,H,W,C])."""
+    run, step, params = _restore_for_inference(config, workdir, make_task)
+    samples = _sample(run, params, num_samples)
+    if jax.process_index() == 0:
+        path = os.path.join(workdir, "samples.npy")
+        tmp = path + ".tmp.npy"
+        np.save(tmp, samples.astype(np.float32))
+        os.replace(tmp, path)
+        if samples.ndim == 4:
+            image_lib.save_png(os.path.join(workdir, "samples", "sample_mode.png"),
+                               image_lib.make_grid(samples))
+    log.info("wrote %d samples from step %d to %s", num_samples, step, workdir)
+    run.checkpointer.close()
+    return samples
+
+
+__all__ = ["train_and_evaluate", "evaluate", "sample", "run_eval", "build",
+           "TrainingDiverged", "data_seed"]
