@@ -36,6 +36,7 @@ EXTRAS_REQUIRE = {
         "nbformat>=5.10",
         "ipykernel>=6.29",
         "scipy>=1.11",
+        "matplotlib>=3.8",
     ],
     # TensorFlow is only needed to *prepare* stock TFDS datasets downloaded
     # from the internet; genjax itself never imports it.

@@ -70,10 +70,10 @@ def _sum_pixels(x):
 def bernoulli_log_prob(logits: jax.Array, x: jax.Array) -> jax.Array:
     """log p(x | logits) for binary x, summed over pixels: ``[B]``.
 
-    Written with log-sigmoid for stability: x log s(l) + (1-x) log s(-l).
+    x log s(l) + (1-x) log s(-l) = x l - softplus(l): one transcendental per
+    pixel instead of two, which matters for 1000-sample IWAE on CPU.
     """
-    return _sum_pixels(x * jax.nn.log_sigmoid(logits)
-                       + (1.0 - x) * jax.nn.log_sigmoid(-logits))
+    return _sum_pixels(x * logits - jax.nn.softplus(logits))
 
 
 def gaussian_log_prob(out: jax.Array, x: jax.Array) -> jax.Array:
@@ -159,13 +159,16 @@ def nll_iwae(encode: Callable, decode: Callable, x: jax.Array, rng: jax.Array,
 
     def log_weights(key):
         eps = jax.random.normal(key, (chunk,) + mean.shape, mean.dtype)
-        z = mean + jnp.exp(0.5 * logvar) * eps                # [c, B, L]
+        # Explicit leading axes: no implicit rank promotion (the tests run
+        # with jax_numpy_rank_promotion="raise").
+        mean_c, logvar_c = mean[None], logvar[None]           # [1, B, L]
+        z = mean_c + jnp.exp(0.5 * logvar_c) * eps            # [c, B, L]
         out = decode(z.reshape(chunk * batch, -1))             # [c*B, ...]
         x_rep = jnp.broadcast_to(x, (chunk,) + x.shape).reshape(
             (chunk * batch,) + x.shape[1:])
         log_px_z = log_likelihood(likelihood, out, x_rep).reshape(chunk, batch)
         return (log_px_z + standard_normal_log_prob(z)
-                - diag_gaussian_log_prob(z, mean, logvar))     # [c, B]
+                - diag_gaussian_log_prob(z, mean_c, logvar_c))  # [c, B]
 
     def body(running, key):
         lw = log_weights(key)

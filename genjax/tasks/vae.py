@@ -97,7 +97,7 @@ class VAETask(Task):
         """Decoded images along the line between two posterior means."""
         mean, _ = self._encode(params)(jnp.stack([image_a, image_b]))
         t = jnp.linspace(0.0, 1.0, num_steps)[:, None]
-        z = (1.0 - t) * mean[0] + t * mean[1]
+        z = (1.0 - t) * mean[0][None] + t * mean[1][None]  # [num_steps, L]
         return elbo.mean_image(self.likelihood, self._decode(params)(z))
 
     def figures(self, params, batch, rng):
@@ -135,5 +135,5 @@ def base_config(data_name: str):
     # and a cheaper k for the evaluations during training (0 skips it).
     config.eval.iwae_samples = 1000
     config.eval.iwae_samples_during_training = 0
-    config.eval.iwae_chunk = 100
+    config.eval.iwae_chunk = 20
     return config

@@ -54,6 +54,8 @@ class Run:
     abstract_state: Any
     init_state_fn: Callable
     checkpointer: ckpt_lib.Checkpointer
+    # Jitted eval/sample functions, compiled once per run and reused.
+    compiled: dict = dataclasses.field(default_factory=dict)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -67,6 +69,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 "checkpoint_every"):
         if getattr(t, key) <= 0:
             raise ValueError(f"train.{key}={getattr(t, key)} must be positive")
+    build_optimizer(t)  # An unknown optimizer or schedule is a usage error.
     mesh = step_lib.make_mesh()
     step_lib.check_batch_divides(t.batch_size, "train.batch_size", mesh)
     step_lib.check_batch_divides(config.eval.batch_size, "eval.batch_size", mesh)
@@ -112,8 +115,10 @@ def _local_rows(batch: dict, mask: np.ndarray | None = None):
 
 def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
     """Averages ``task.eval_fn`` over the whole test split; ``eval/...`` keys."""
-    eval_fn = lambda p, b, r: run.task.eval_fn(p, b, r, final=final)  # noqa: E731
-    eval_step = step_lib.make_eval_step(eval_fn, run.mesh)
+    if ("eval", final) not in run.compiled:
+        eval_fn = lambda p, b, r: run.task.eval_fn(p, b, r, final=final)  # noqa: E731
+        run.compiled["eval", final] = step_lib.make_eval_step(eval_fn, run.mesh)
+    eval_step = run.compiled["eval", final]
     key = step_lib.root_key(run.config.seed, "eval")
     totals: dict[str, float] = {}
     arrays = run.dataset.arrays("test")
@@ -131,8 +136,11 @@ def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
 
 def _sample(run: Run, params, num_samples: int) -> np.ndarray:
     key = step_lib.root_key(run.config.seed, "sample")
-    fn = jax.jit(lambda p, k: run.task.sample_fn(p, k, num_samples),
-                 out_shardings=step_lib.replicated(run.mesh))
+    if ("sample", num_samples) not in run.compiled:
+        run.compiled["sample", num_samples] = jax.jit(
+            lambda p, k: run.task.sample_fn(p, k, num_samples),
+            out_shardings=step_lib.replicated(run.mesh))
+    fn = run.compiled["sample", num_samples]
     return np.asarray(jax.device_get(fn(params, key)), np.float32)
 
 
@@ -233,13 +241,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 # Flushed at checkpoint steps too, so a resumed run logs
                 # exactly the rows an uninterrupted one does.
                 scalars = _mean_metrics(pending)
+                # A non-finite gradient with a finite loss corrupts the
+                # parameters just as surely: checked before any save.
+                bad = [k for k in ("train/loss", "train/grad_norm")
+                       if k in scalars and not math.isfinite(scalars[k])]
+                if bad:
+                    raise TrainingDiverged(_diverged_message(
+                        bad[0], pending, step, run.checkpointer.latest_step()))
                 pending = []
-                if not math.isfinite(scalars["train/loss"]):
-                    raise TrainingDiverged(
-                        f"non-finite train/loss ({scalars['train/loss']}) at step "
-                        f"{step}; the last good checkpoint "
-                        f"(step {run.checkpointer.latest_step()}) is kept. Lower "
-                        "train.learning_rate or set train.grad_clip_norm")
                 writer.write_scalars(step, scalars)
                 progress.log(step, scalars["train/loss"])
             if step % t.eval_every == 0 and not is_last:
@@ -274,6 +283,20 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
     host = jax.device_get(pending)
     return {f"train/{k}": float(np.mean([m[k] for m in host]))
             for k in host[0]}
+
+
+def _diverged_message(key: str, pending: list[dict], step: int,
+                      latest: int | None) -> str:
+    """Names the first step (of those since the last log) that went bad."""
+    name = key.split("/", 1)[1]
+    values = [float(m[name]) for m in jax.device_get(pending)]
+    first = next((i for i, v in enumerate(values) if not math.isfinite(v)),
+                 len(values) - 1)
+    bad_step = step - len(values) + 1 + first
+    kept = (f"the last good checkpoint (step {latest}) is kept"
+            if latest is not None else "no checkpoint had been written")
+    return (f"non-finite {key} ({values[first]}) at step {bad_step}; {kept}. "
+            "Lower train.learning_rate or set train.grad_clip_norm")
 
 
 def _fmt(scalars: dict[str, float]) -> str:
