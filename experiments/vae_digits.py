@@ -7,8 +7,10 @@ binarised; the likelihood is Bernoulli.
 
     python -m experiments.vae_digits --workdir=/tmp/genjax_quickstart
 
-Measured (see ``EXPECTED`` below and README): the numbers are nats per test
-example on the fixed binarisation of the 360 test digits.
+Measured 2026-11-25 on a 2-core CPU, ``--preset=cpu`` (the command above):
+eval/nll_iwae 22.02 nats and eval/neg_elbo 22.68 nats per test example (k =
+1000, on the seed's fixed binarisation of the 360 test digits), 35 s end to
+end.
 """
 
 from genjax import cli, registry
@@ -70,7 +72,10 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=vae.VAETask,
-    expected={},
+    expected={
+        "cpu": "eval/nll_iwae 22.02, eval/neg_elbo 22.68 nats (k=1000; "
+               "2026-11-25, 2-core CPU, 35 s end to end)",
+    },
 ))
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ def run(experiment_name: str, argv: list[str]) -> int:
             loop.evaluate(config, workdir, make_task)
         else:
             loop.sample(config, workdir, make_task, num_samples)
+    except config_lib.ConfigError as e:  # Found by the task, before writing.
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (data_lib.DatasetError, ckpt_lib.CheckpointError,
             loop.TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,13 +15,18 @@ import jax
 import jax.numpy as jnp
 
 
+_ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu,
+                "softplus": nn.softplus, "elu": nn.elu}
+ACTIVATIONS = tuple(_ACTIVATIONS)
+ARCHITECTURES = ("mlp", "conv")
+
+
 def _activation(name: str):
     try:
-        return {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu,
-                "softplus": nn.softplus, "elu": nn.elu}[name]
+        return _ACTIVATIONS[name]
     except KeyError:
         raise ValueError(
-            f"model.activation={name!r}; valid: relu, tanh, gelu, softplus, elu"
+            f"model.activation={name!r}; valid: {', '.join(ACTIVATIONS)}"
         ) from None
 
 

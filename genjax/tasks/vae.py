@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.models.vae import VAE
+from genjax.config import ConfigError
+from genjax.models.vae import ACTIVATIONS, ARCHITECTURES, VAE
 from genjax.objectives import elbo
 from genjax.tasks.base import Task
 
@@ -26,6 +27,11 @@ class VAETask(Task):
                 f"the VAE task needs an image dataset; data.name="
                 f"{config.data.name!r} is of kind {dataset_info.kind!r}")
         m = config.model
+        for key, valid in (("architecture", ARCHITECTURES),
+                           ("activation", ACTIVATIONS),
+                           ("likelihood", elbo.LIKELIHOODS)):
+            if m[key] not in valid:
+                raise ConfigError(f"model.{key}={m[key]!r}; valid: {', '.join(valid)}")
         self.likelihood = m.likelihood
         self.image_shape = tuple(dataset_info.element_spec["image"])
         self.num_dims = int(np.prod(self.image_shape))

@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 log = logging.getLogger("genjax")
 
@@ -108,6 +109,15 @@ class Checkpointer:
             return None
         errors = []
         for step in reversed(steps):
+            # A checkpoint of another model (a different preset or override)
+            # is not damaged: refuse it before trying, and move nothing.
+            mismatch = (None if abstract_state is None
+                        else self._shape_mismatch(step, abstract_state))
+            if mismatch:
+                raise CheckpointError(
+                    f"the checkpoint at step {step} in {self.directory} does not "
+                    f"fit this config ({mismatch}); pass the --preset and "
+                    "--config overrides it was trained with, or use a new --workdir")
             try:
                 restored = self._restore_step(step, abstract_state)
             except Exception as e:  # pylint: disable=broad-except
@@ -126,6 +136,26 @@ class Checkpointer:
             f"damaged and were moved to {self.damaged_dir}: {'; '.join(errors)}); "
             "start a fresh run with a new --workdir")
 
+    def _shape_mismatch(self, step: int, abstract_state) -> str | None:
+        """How the saved state's arrays differ from ``abstract_state``'s, from
+        the step's metadata; None if they agree or the metadata is unreadable
+        (a damaged step, which restoring then reports)."""
+        path = epath.Path(self.directory) / str(step) / "state"
+        handler = ocp.StandardCheckpointHandler()
+        try:
+            meta = handler.metadata(path)
+            saved = _shapes(meta.tree if hasattr(meta, "tree") else meta)
+        except Exception:  # pylint: disable=broad-except
+            return None
+        finally:
+            handler.close()
+        wanted = _shapes(abstract_state)
+        for key in sorted(saved.keys() | wanted.keys()):
+            if saved.get(key) != wanted.get(key):
+                return (f"{'/'.join(key)}: saved {saved.get(key, 'absent')}, "
+                        f"config needs {wanted.get(key, 'absent')}")
+        return None
+
     def _move_aside(self, step: int) -> None:
         src = os.path.join(self.directory, str(step))
         if jax.process_index() == 0 and os.path.isdir(src):
@@ -141,6 +171,20 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Leaf path (names only, so a saved tree and a live one compare) -> shape."""
+    def name(k):
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=lambda x: hasattr(x, "shape"))
+    return {tuple(name(k) for k in path): tuple(leaf.shape)
+            for path, leaf in flat if leaf is not None}
 
 
 def _check_tree_matches(tree, abstract, step: int) -> None:

@@ -104,6 +104,21 @@ def build(config: ml_collections.ConfigDict, workdir: str,
                abstract, init_state_fn, checkpointer)
 
 
+def make_train_iterator(run: Run) -> data_lib.TrainIterator:
+    """The training batches of ``run``: seeded from ``config.seed`` alone."""
+    return data_lib.TrainIterator(
+        run.dataset.arrays("train"), run.config.train.batch_size,
+        seed=data_seed(run.config.seed), process_index=jax.process_index(),
+        process_count=jax.process_count())
+
+
+def make_step(run: Run):
+    """The jitted, data-parallel train step of ``run``'s task."""
+    return step_lib.make_train_step(
+        run.task.loss_fn, run.optimizer, run.mesh,
+        ema_decay=run.config.train.ema_decay, schedule=run.schedule)
+
+
 def _local_rows(batch: dict, mask: np.ndarray | None = None):
     """This process's contiguous share of a global batch."""
     n_proc, p = jax.process_count(), jax.process_index()
@@ -207,9 +222,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, "config.json"), config_lib.to_dict(config))
 
-    iterator = data_lib.TrainIterator(
-        run.dataset.arrays("train"), t.batch_size, seed=data_seed(config.seed),
-        process_index=jax.process_index(), process_count=jax.process_count())
+    iterator = make_train_iterator(run)
     restored = _restore(run)
     if restored is None:
         state = run.init_state_fn()
@@ -222,9 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         log.info("resuming from step %d in %s", start, workdir)
 
     writer = MetricWriter(workdir, resume_step=start if restored else None)
-    train_step = step_lib.make_train_step(
-        run.task.loss_fn, run.optimizer, run.mesh, ema_decay=t.ema_decay,
-        schedule=run.schedule)
+    train_step = make_step(run)
     config_dict = config_lib.to_dict(config)
     progress = Progress(start, t.num_steps, t.log_every)
     pending: list[dict] = []

@@ -90,8 +90,8 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
         if ema is not None and ema_decay > 0:
             ema = jax.tree.map(
                 lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                       param_norm=optax.global_norm(params))
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+                       param_norm=optax.tree.norm(params))
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         new_state = state.replace(step=state.step + 1, params=params,

@@ -1,0 +1,497 @@
+"""Benchmark one experiment's real train step: compile time, step time, MFU.
+
+    python -m experiments.benchmark NAME [--preset=P] [--config.KEY=VALUE ...]
+        [--steps=N] [--warmup=N] [--peak_size=N] [--json]
+
+The train step is built exactly as ``genjax.train.loop.train_and_evaluate``
+builds it: the same task, optimiser, schedule, EMA, one-axis mesh, shardings
+and state donation (``genjax.train.loop.build`` +
+``genjax.train.step.make_train_step``), fed with real batches of the
+experiment's dataset (``TrainIterator`` seeded as in training, then
+``to_global``). Nothing is written: the checkpoint manager that ``build`` opens
+lives in a temporary directory that is removed afterwards.
+
+What it measures:
+
+* compile: ``lower`` + ``compile`` of the train step (seconds). Timings are
+  from a cold process unless JAX's persistent compilation cache is enabled.
+* step time: ``--warmup`` untimed steps, then ``--steps`` timed steps, each
+  the step of a real training loop (next batch -> ``to_global`` -> step),
+  synchronised with ``jax.block_until_ready`` on the new state and metrics;
+  reported as median, p10 and p90 (and the median host time spent on the
+  batch). A second pass times ``--steps`` steps without per-step
+  synchronisation, as the training loop runs them, and reports the mean.
+* throughput: global batch / median step time.
+* FLOPs: XLA's cost analysis of the compiled step. Under SPMD the compiled
+  program is the per-device one, so the step's FLOPs are the per-device count
+  times the number of devices. XLA counts every op (elementwise ones too),
+  forward, backward and optimiser update.
+* peak and MFU: the peak is measured here, now: a jitted f32 square matmul
+  (``--peak_size``, 2048 by default) on every device at once, at JAX's
+  default matmul precision (the one the model's own matmuls use; on TPU that
+  means bf16 passes), best of 5 runs; MFU = achieved FLOP/s / that peak. So
+  MFU is relative to what this machine's matmul reaches, not to a datasheet
+  number. On a shared host both the peak and the step time drop when other
+  processes run; the report notes a busy host (load above 0.5 per CPU).
+
+Usage mistakes (unknown experiment, flag, preset or config key, a bad value)
+print one ``error:`` line and exit 2; data problems exit 1.
+
+Example, measured on a 2-core CPU VM (jax 0.10.2, an otherwise quiet host;
+the data paths are shortened to ``...``)::
+
+    $ python -m experiments.benchmark vae_mnist --preset=cpu \\
+          --config.data.manual_dir=... --config.data.data_dir=...
+    genjax benchmark: vae_mnist --preset=cpu --config.data.manual_dir=... --config.data.data_dir=...
+      devices     1 x cpu (cpu), 1 process(es); jax 0.10.2
+      model       1,091,920 params; global batch 128
+      compile     2.33 s (lower 0.36 s + XLA compile 1.98 s)
+      step time   median 9.59 ms  p10 9.35 ms  p90 9.95 ms  (50 timed, 5 warm-up; batch 1.01 ms)
+      pipelined   9.24 ms/step mean, no per-step sync (as the training loop runs)
+      throughput  13,343 examples/s
+      FLOPs       762.71 MFLOP/step (XLA cost analysis; 762.71 MFLOP per device)
+      achieved    79.50 GFLOP/s
+      peak        165.12 GFLOP/s (f32 2048x2048 matmul on 1 device(s), best of 5)
+      MFU         48.1%
+
+The same machine with other jobs running measured 16-19 ms per step and a
+peak of 80-105 GFLOP/s: compare numbers from quiet runs only.
+
+``--json`` prints one JSON object with the same numbers (seconds and FLOP/s,
+unrounded) instead of the block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from genjax import cli
+from genjax import config as config_lib
+from genjax import registry
+
+USAGE = ("usage: python -m experiments.benchmark NAME [--preset=P] "
+         "[--config.KEY=VALUE ...] [--steps=N] [--warmup=N] [--peak_size=N] "
+         "[--json]")
+DEFAULTS = {"preset": "cpu", "steps": 50, "warmup": 5, "peak_size": 2048}
+PEAK_RUNS = 5
+# One timed peak run should last at least this long (accelerators repeat the
+# matmul inside one jitted loop so that dispatch overhead does not count).
+PEAK_MIN_SECONDS = 0.2
+
+
+class UsageError(cli.UsageError):
+    """A command-line mistake: exit code 2."""
+
+
+def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any],
+                                         list[tuple[str, str]]]:
+    """``(experiment_name, flags, config_overrides)`` from argv.
+
+    Same conventions as ``genjax.cli.parse_args`` (``--name=value`` or
+    ``--name value``; ``--config.KEY=VALUE``), plus one positional NAME and
+    the boolean ``--json``.
+    """
+    names: list[str] = []
+    flags: dict[str, Any] = dict(DEFAULTS, json=False)
+    overrides: list[tuple[str, str]] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("--"):
+            names.append(arg)
+            continue
+        name, eq, value = arg[2:].partition("=")
+        if name in ("json", "help"):
+            if not eq:
+                value = "true"
+            if value.lower() not in ("true", "1", "false", "0"):
+                raise UsageError(f"--{name}={value}: expected true or false")
+            flags[name] = value.lower() in ("true", "1")
+            continue
+        if not eq:
+            if i >= len(argv):
+                raise UsageError(f"flag --{name} needs a value (--{name}=VALUE)")
+            value = argv[i]
+            i += 1
+        if name.startswith("config."):
+            overrides.append((name[len("config."):], value))
+        elif name == "preset":
+            flags[name] = value
+        elif name in ("steps", "warmup", "peak_size"):
+            try:
+                flags[name] = int(value)
+            except ValueError:
+                raise UsageError(f"--{name}={value}: expected an int") from None
+            minimum = 0 if name == "warmup" else 1
+            if flags[name] < minimum:
+                raise UsageError(f"--{name}={value} must be >= {minimum}")
+        else:
+            raise UsageError(
+                f"unknown flag --{name}; valid: --preset, --steps, --warmup, "
+                "--peak_size, --json, --config.KEY")
+    if flags.get("help"):
+        return (names[0] if names else ""), flags, overrides
+    if len(names) != 1:
+        got = "none" if not names else " ".join(names)
+        raise UsageError(
+            f"expected exactly one experiment name (got {got}); see "
+            "`python -m experiments` for the registered names")
+    return names[0], flags, overrides
+
+
+# --------------------------------------------------------------------------
+# Measurements.
+
+
+def flops_from_cost_analysis(compiled) -> float | None:
+    """The ``flops`` entry of ``compiled.cost_analysis()``, or None.
+
+    JAX has returned a dict, a one-element list of dicts, or None (backends
+    without a cost model) across versions; all are handled.
+    """
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # pylint: disable=broad-except
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    if not analysis:
+        return None
+    flops = analysis.get("flops")
+    if flops is None:
+        return None
+    flops = float(flops)
+    return flops if math.isfinite(flops) and flops > 0 else None
+
+
+def measure_matmul_peak(mesh, size: int = 2048,
+                        runs: int = PEAK_RUNS) -> dict[str, Any]:
+    """The f32 matmul FLOP/s of every device of ``mesh`` together, now.
+
+    Each device multiplies its own ``[size, size]`` pair (the leading axis is
+    sharded over the mesh), so the result is the aggregate peak the train
+    step could reach. ``reps`` dependent matmuls run inside one jitted loop,
+    with ``reps`` chosen so that one run takes at least ``PEAK_MIN_SECONDS``;
+    the best of ``runs`` runs counts.
+    """
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
+
+    n = mesh.devices.size
+    sharding = step_lib.data_sharding(mesh)
+    make = jax.jit(
+        lambda key: jax.random.normal(key, (n, size, size), jnp.float32)
+        * (1.0 / math.sqrt(size)),  # Keeps repeated products O(1).
+        out_shardings=sharding)
+    a = make(jax.random.key(0))
+    b = make(jax.random.key(1))
+
+    @jax.jit
+    def chain(x, y, reps):
+        return jax.lax.fori_loop(0, reps, lambda _, z: jnp.matmul(z, y), x)
+
+    def timed(reps: int) -> float:
+        t0 = time.perf_counter()
+        jax.block_until_ready(chain(a, b, reps))
+        return time.perf_counter() - t0
+
+    timed(1)  # Compiles (the trip count is an argument: compiled once).
+    once = min(timed(1), timed(1))
+    reps = int(min(1000, max(1, math.ceil(PEAK_MIN_SECONDS / max(once, 1e-9)))))
+    best = min(timed(reps) for _ in range(runs))
+    flops = 2.0 * size ** 3 * n * reps
+    return {"flops_per_second": flops / best, "size": size, "devices": n,
+            "reps": reps, "runs": runs, "best_seconds": best}
+
+
+def _percentile(values, q) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def _close_checkpointer(checkpointer) -> None:
+    """Closes a checkpointer that saved nothing, before its directory goes.
+
+    Orbax's manager scans its directory for unfinished saves in a background
+    thread started on open, and ``close()`` does not wait for it; removing the
+    directory under it logs a spurious traceback. Best effort: waits for that
+    scan if this orbax version exposes it.
+    """
+    manager = getattr(checkpointer, "_manager", None)
+    scan = getattr(manager, "_cleanup_tmp_directory_future", None)
+    if scan is not None:
+        try:
+            scan.result()
+        except Exception:  # pylint: disable=broad-except
+            pass
+    checkpointer.close()
+
+
+def _time_train_step(run, steps: int, warmup: int) -> dict[str, Any]:
+    """Compiles and times the train step of ``run`` (see the module docstring)."""
+    import jax  # pylint: disable=import-outside-toplevel
+    from genjax.train import loop  # pylint: disable=import-outside-toplevel
+    from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
+
+    mesh = run.mesh
+    # The same iterator and step as loop.train_and_evaluate.
+    iterator = loop.make_train_iterator(run)
+    train_step = loop.make_step(run)
+    state = jax.block_until_ready(run.init_state_fn())
+    num_params = int(sum(np.prod(x.shape) for x in
+                         jax.tree.leaves(run.abstract_state.params)))
+
+    # Compile: lower + compile, on the shapes and shardings of real inputs.
+    batch = step_lib.to_global(next(iterator), mesh)
+    t0 = time.perf_counter()
+    lowered = train_step.lower(state, batch)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    flops_per_device = flops_from_cost_analysis(compiled)
+
+    # Warm-up (the batch used for lowering is the first one trained on).
+    for i in range(warmup):
+        if i:
+            batch = step_lib.to_global(next(iterator), mesh)
+        state, metrics = compiled(state, batch)
+    state = jax.block_until_ready(state)
+
+    # Pass 1: each step synchronised, so that it has its own duration.
+    step_times, batch_times = [], []
+    for _ in range(steps):
+        s0 = time.perf_counter()
+        batch = step_lib.to_global(next(iterator), mesh)
+        s1 = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready((state, metrics))
+        s2 = time.perf_counter()
+        batch_times.append(s1 - s0)
+        step_times.append(s2 - s0)
+
+    # Pass 2: no per-step synchronisation, as the training loop runs.
+    pending = []
+    s0 = time.perf_counter()
+    for _ in range(steps):
+        batch = step_lib.to_global(next(iterator), mesh)
+        state, metrics = compiled(state, batch)
+        pending.append(metrics)
+    jax.block_until_ready((state, pending))
+    pipelined = (time.perf_counter() - s0) / steps
+    final_loss = float(jax.device_get(pending[-1]["loss"]))
+    del state, pending
+
+    return {"compile": (t0, t1, t2), "flops_per_device": flops_per_device,
+            "step_times": step_times, "batch_times": batch_times,
+            "pipelined": pipelined, "final_loss": final_loss,
+            "num_params": num_params}
+
+
+def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
+              peak_size: int = 2048) -> dict[str, Any]:
+    """Builds the training step of ``config`` and times it; returns the numbers.
+
+    Args:
+      config: an experiment config (``Experiment.get_config`` + overrides).
+      make_task: ``Experiment.make_task``.
+      steps: timed steps (each pass).
+      warmup: untimed steps after compilation.
+      peak_size: side of the square matmul that measures the peak.
+    """
+    import jax  # pylint: disable=import-outside-toplevel
+    from genjax.train import loop  # pylint: disable=import-outside-toplevel
+
+    # build() opens a checkpoint manager on its workdir: give it a temporary
+    # one, removed when the measurement is done. Nothing is saved.
+    workdir = tempfile.mkdtemp(prefix="genjax_benchmark_")
+    try:
+        run = loop.build(config, workdir, make_task)
+        try:
+            m = _time_train_step(run, steps, warmup)
+        finally:
+            _close_checkpointer(run.checkpointer)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    peak = measure_matmul_peak(run.mesh, peak_size)
+    step_times, (t0, t1, t2) = m["step_times"], m["compile"]
+    median = _percentile(step_times, 50)
+    n_dev = int(run.mesh.devices.size)
+    per_device = m["flops_per_device"]
+    flops = None if per_device is None else per_device * n_dev
+    achieved = None if flops is None else flops / median
+    batch_size = int(config.train.batch_size)
+    device = jax.devices()[0]
+    return {
+        "experiment": None,  # Filled in by main().
+        "preset": None,
+        "overrides": [],
+        "devices": {"count": n_dev, "kind": device.device_kind,
+                    "platform": device.platform,
+                    "processes": jax.process_count()},
+        "jax_version": jax.__version__,
+        "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
+        "global_batch_size": batch_size,
+        "params": m["num_params"],
+        "compile_seconds": t2 - t0,
+        "lower_seconds": t1 - t0,
+        "xla_compile_seconds": t2 - t1,
+        "steps": steps,
+        "warmup": warmup,
+        "step_seconds": {"median": median,
+                         "p10": _percentile(step_times, 10),
+                         "p90": _percentile(step_times, 90),
+                         "mean": float(np.mean(step_times)),
+                         "min": float(np.min(step_times))},
+        "batch_seconds_median": _percentile(m["batch_times"], 50),
+        "pipelined_step_seconds_mean": m["pipelined"],
+        "examples_per_second": batch_size / median,
+        "flops_per_step": flops,
+        "flops_per_step_per_device": per_device,
+        "achieved_flops_per_second": achieved,
+        "peak_flops_per_second": peak["flops_per_second"],
+        "peak": peak,
+        "mfu": None if achieved is None else achieved / peak["flops_per_second"],
+        "final_train_loss": m["final_loss"],
+    }
+
+
+# --------------------------------------------------------------------------
+# Output.
+
+
+def _si(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"),
+                           (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {prefix}{unit}"
+    return f"{value:.2f} {unit}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The human-readable block printed without ``--json``."""
+    d, s, pk = r["devices"], r["step_seconds"], r["peak"]
+    title = f"{r['experiment']} --preset={r['preset']}"
+    for key, value in r["overrides"]:
+        title += f" --config.{key}={value}"
+    lines = [
+        f"genjax benchmark: {title}",
+        f"  devices     {d['count']} x {d['kind']} ({d['platform']}), "
+        f"{d['processes']} process(es); jax {r['jax_version']}",
+        f"  model       {r['params']:,} params; global batch "
+        f"{r['global_batch_size']}",
+        f"  compile     {r['compile_seconds']:.2f} s (lower "
+        f"{r['lower_seconds']:.2f} s + XLA compile "
+        f"{r['xla_compile_seconds']:.2f} s)",
+        f"  step time   median {_ms(s['median'])}  p10 {_ms(s['p10'])}  "
+        f"p90 {_ms(s['p90'])}  ({r['steps']} timed, {r['warmup']} warm-up; "
+        f"batch {_ms(r['batch_seconds_median'])})",
+        f"  pipelined   {_ms(r['pipelined_step_seconds_mean'])}/step mean, no "
+        "per-step sync (as the training loop runs)",
+        f"  throughput  {r['examples_per_second']:,.0f} examples/s",
+    ]
+    if r["flops_per_step"] is None:
+        lines.append("  FLOPs       n/a (no XLA cost analysis on this backend)")
+    else:
+        lines += [
+            f"  FLOPs       {_si(r['flops_per_step'], 'FLOP')}/step (XLA cost "
+            f"analysis; {_si(r['flops_per_step_per_device'], 'FLOP')} per "
+            "device)",
+            f"  achieved    {_si(r['achieved_flops_per_second'], 'FLOP/s')}",
+        ]
+    lines.append(
+        f"  peak        {_si(r['peak_flops_per_second'], 'FLOP/s')} (f32 "
+        f"{pk['size']}x{pk['size']} matmul on {pk['devices']} device(s), "
+        f"best of {pk['runs']})")
+    mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+    lines.append(f"  MFU         {mfu}")
+    load = r.get("host_load_per_cpu")
+    if load is not None and load > 0.5:
+        lines.append(f"  note        the host was busy before the run (load "
+                     f"{load:.1f} per CPU): timings are pessimistic")
+    if r.get("compilation_cache_dir"):
+        lines.append("  note        JAX's persistent compilation cache is on "
+                     f"({r['compilation_cache_dir']}): compile may be a cache hit")
+    if r["steps"] < 20:
+        lines.append(f"  note        only {r['steps']} timed steps: the "
+                     "percentiles are noisy (use >= 20)")
+    return "\n".join(lines)
+
+
+NOISY_LOGGERS = ("absl", "orbax", "jax._src", "genjax")
+
+
+def _host_load() -> float | None:
+    """The 1-minute load average per CPU (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return None
+
+
+def main(argv: list[str]) -> int:
+    """Runs the benchmark from command-line arguments; returns the exit code."""
+    from genjax import data as data_lib  # pylint: disable=import-outside-toplevel
+    from genjax.train import loop  # pylint: disable=import-outside-toplevel
+
+    try:
+        name, flags, overrides = parse_argv(argv)
+        if flags.get("help"):
+            print(USAGE)
+            if name:
+                exp = registry.get(name)
+                print(f"presets: {', '.join(exp.presets)}")
+            return 0
+        experiment = registry.get(name)
+        config = cli.build_config(experiment, flags["preset"], overrides)
+        loop.validate(config)
+    except (cli.UsageError, config_lib.ConfigError, KeyError, ValueError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    load = _host_load()  # Before we add to it.
+    levels = {n: logging.getLogger(n).level for n in NOISY_LOGGERS}
+    for n in NOISY_LOGGERS:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        result = benchmark(config, experiment.make_task, steps=flags["steps"],
+                           warmup=flags["warmup"], peak_size=flags["peak_size"])
+    except data_lib.DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+    result.update(experiment=name, preset=flags["preset"],
+                  overrides=[list(o) for o in overrides],
+                  host_load_per_cpu=load)
+    import jax  # pylint: disable=import-outside-toplevel
+    if jax.process_index() == 0:
+        if flags["json"]:
+            print(json.dumps(result, sort_keys=True))
+        else:
+            print(format_report(result))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,192 @@
+"""Shared fixtures and helpers of the genjax core tests.
+
+In-process tests run JAX on one CPU device with implicit rank promotion
+turned into an error, so a silent broadcast in library code fails a test.
+Runs that need several devices, a real exit code or a SIGKILL go through a
+subprocess (``run_python``); each costs a JAX import, so they are few.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+
+# Before JAX is imported anywhere: the tests compare numbers bitwise between
+# this process and subprocesses, so both must run on the same platform.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from experiments import vae_digits  # noqa: E402  isort:skip
+from genjax import cli  # noqa: E402  isort:skip
+from genjax.train import loop  # noqa: E402  isort:skip
+
+MAKE_TASK = vae_digits.EXPERIMENT.make_task
+
+
+# --------------------------------------------------------------------------
+# Configs and in-process runs.
+
+
+def digits_config(preset: str = "smoke", **overrides):
+    """vae_digits' config for ``preset`` with ``{"train.num_steps": 20}``-style
+    overrides given as Python values (set directly, type-checked by
+    ml_collections)."""
+    config = vae_digits.get_config(preset)
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        setattr(node, leaf, value)
+    return config
+
+
+# The smaller run most training tests share: 20 steps, a logged row every 2
+# steps, checkpoints at 10 and 20, one evaluation during training.
+SHORT = {"train.num_steps": 20, "train.log_every": 2,
+         "train.checkpoint_every": 10, "train.eval_every": 10}
+
+
+def short_config(**overrides):
+    return digits_config("smoke", **{**SHORT, **overrides})
+
+
+def train(config, workdir) -> dict:
+    """``train_and_evaluate`` in this process (one CPU device)."""
+    assert jax.device_count() == 1, "in-process runs expect one CPU device"
+    return loop.train_and_evaluate(config, str(workdir), MAKE_TASK)
+
+
+def restore_latest(config, workdir):
+    """``(step, host TrainState, data_state)`` of the newest checkpoint, read
+    with the Checkpointer onto this process's (one) device."""
+    run = loop.build(config, str(workdir), MAKE_TASK)
+    try:
+        restored = run.checkpointer.restore_latest(run.abstract_state)
+    finally:
+        run.checkpointer.close()
+    assert restored is not None, f"no checkpoint in {workdir}"
+    step, state, data_state, _ = restored
+    return step, jax.device_get(state), data_state
+
+
+def leaves_with_paths(tree) -> dict[str, np.ndarray]:
+    """``{key path: numpy array}`` of every leaf of ``tree``."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in flat}
+
+
+def assert_trees_bitwise_equal(a, b) -> None:
+    la, lb = leaves_with_paths(a), leaves_with_paths(b)
+    assert la.keys() == lb.keys()
+    for key in la:
+        assert la[key].dtype == lb[key].dtype, key
+        assert la[key].shape == lb[key].shape, key
+        assert la[key].tobytes() == lb[key].tobytes(), f"{key} differs"
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def read_json(path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------
+# The command line.
+
+
+def run_cli(capsys, name: str, argv: list[str]) -> tuple[int, str, str]:
+    """``genjax.cli.run`` in this process: ``(code, stdout, stderr)``.
+
+    ``cli.run`` reconfigures logging to print to the (captured) stdout; the
+    root logger's handlers and levels are put back afterwards so that later
+    tests do not log into a closed capture stream.
+    """
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level,
+             {n: logging.getLogger(n).level
+              for n in ("genjax", "absl", "orbax", "jax._src")})
+    capsys.readouterr()
+    try:
+        code = cli.run(name, argv)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for logger_name, level in saved[2].items():
+            logging.getLogger(logger_name).setLevel(level)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_python(args: list[str], *, devices: int = 1, timeout: float = 300,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the repository root with ``devices`` CPU devices."""
+    return subprocess.run([sys.executable, *args], env=subprocess_env(devices, env),
+                          cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def subprocess_env(devices: int = 1, extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env.pop("PYTEST_CURRENT_TEST", None)
+    env.update(extra or {})
+    return env
+
+
+def assert_one_error_line(stderr: str, *must_contain: str) -> str:
+    """stderr is exactly one line ``error: ...`` naming every ``must_contain``."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{stderr}"
+    line = lines[0]
+    assert line.startswith("error: "), line
+    for text in must_contain:
+        assert text in line, f"{text!r} not in {line!r}"
+    return line
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory):
+    """One finished in-process run of ``short_config()`` (seed 0), shared.
+
+    Tests must not modify it: copy it first (``copy_workdir``).
+    """
+    workdir = tmp_path_factory.mktemp("short_run") / "wd"
+    metrics = train(short_config(), workdir)
+    return workdir, metrics
+
+
+@pytest.fixture
+def copy_workdir(tmp_path):
+    """``copy_workdir(src) -> a fresh copy under this test's tmp_path``."""
+    import shutil  # pylint: disable=import-outside-toplevel
+
+    counter = [0]
+
+    def copy(src):
+        counter[0] += 1
+        dst = tmp_path / f"copy{counter[0]}"
+        shutil.copytree(src, dst)
+        return dst
+
+    return copy

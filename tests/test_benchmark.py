@@ -1,0 +1,153 @@
+"""experiments/benchmark.py: runs in-process, reports sane numbers, exits 2 on misuse.
+
+Only the shape and sanity of the report are checked here, never speed: speed
+is what ``python -m experiments.benchmark`` itself is for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+
+import pytest
+
+# experiments/ is not an installed package: import it from the checkout.
+ROOT = str(pathlib.Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from experiments import benchmark  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def _run(capsys, argv):
+    code = benchmark.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_smoke_json_report(capsys):
+    code, out, err = _run(capsys, ["vae_digits", "--preset=smoke", "--steps=3",
+                                   "--warmup=1", "--json"])
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, f"--json must print one JSON object, got:\n{out}"
+    r = json.loads(lines[0])
+
+    assert r["experiment"] == "vae_digits" and r["preset"] == "smoke"
+    assert r["steps"] == 3 and r["warmup"] == 1
+    assert r["devices"]["count"] >= 1 and r["devices"]["kind"]
+    assert r["global_batch_size"] == 64
+    assert r["params"] > 0
+    s = r["step_seconds"]
+    for value in (r["compile_seconds"], r["lower_seconds"],
+                  r["xla_compile_seconds"], s["median"], s["p10"], s["p90"],
+                  r["batch_seconds_median"], r["pipelined_step_seconds_mean"],
+                  r["examples_per_second"], r["flops_per_step"],
+                  r["flops_per_step_per_device"],
+                  r["achieved_flops_per_second"], r["peak_flops_per_second"]):
+        assert isinstance(value, (int, float)) and math.isfinite(value)
+        assert value > 0
+    assert s["p10"] <= s["median"] <= s["p90"]
+    assert r["compile_seconds"] == pytest.approx(
+        r["lower_seconds"] + r["xla_compile_seconds"])
+    assert r["examples_per_second"] == pytest.approx(64 / s["median"])
+    assert r["flops_per_step"] == pytest.approx(
+        r["flops_per_step_per_device"] * r["devices"]["count"])
+    assert r["achieved_flops_per_second"] == pytest.approx(
+        r["flops_per_step"] / s["median"])
+    assert 0 < r["mfu"] < 1.5
+    assert r["mfu"] == pytest.approx(
+        r["achieved_flops_per_second"] / r["peak_flops_per_second"])
+    assert math.isfinite(r["final_train_loss"])
+
+
+def test_human_readable_block():
+    # format_report on a fixed result: every measured line is there.
+    result = {
+        "experiment": "vae_digits", "preset": "cpu",
+        "overrides": [["train.batch_size", "32"]],
+        "devices": {"count": 1, "kind": "cpu", "platform": "cpu",
+                    "processes": 1},
+        "jax_version": "0.0", "compilation_cache_dir": None,
+        "global_batch_size": 32, "params": 1234,
+        "compile_seconds": 1.5, "lower_seconds": 0.5,
+        "xla_compile_seconds": 1.0, "steps": 50, "warmup": 5,
+        "step_seconds": {"median": 0.004, "p10": 0.003, "p90": 0.005},
+        "batch_seconds_median": 0.001, "pipelined_step_seconds_mean": 0.0035,
+        "examples_per_second": 8000.0, "flops_per_step": 4e7,
+        "flops_per_step_per_device": 4e7, "achieved_flops_per_second": 1e10,
+        "peak_flops_per_second": 5e10,
+        "peak": {"size": 2048, "devices": 1, "runs": 5},
+        "mfu": 0.2, "host_load_per_cpu": 0.1,
+    }
+    text = benchmark.format_report(result)
+    for expected in ("vae_digits --preset=cpu --config.train.batch_size=32",
+                     "1 x cpu", "compile     1.50 s", "median 4.00 ms",
+                     "p10 3.00 ms", "p90 5.00 ms", "8,000 examples/s",
+                     "40.00 MFLOP/step", "10.00 GFLOP/s", "50.00 GFLOP/s",
+                     "MFU         20.0%"):
+        assert expected in text, f"{expected!r} not in:\n{text}"
+    assert "note" not in text
+
+
+def test_unknown_experiment_exits_2(capsys):
+    code, out, err = _run(capsys, ["no_such_experiment", "--steps=3"])
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "no_such_experiment" in lines[0] and "vae_digits" in lines[0]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    ([], "experiment name"),
+    (["vae_digits", "vae_mnist"], "experiment name"),
+    (["vae_digits", "--steps=0"], "--steps=0"),
+    (["vae_digits", "--warmup=x"], "--warmup=x"),
+    (["vae_digits", "--workdir=/tmp/x"], "unknown flag --workdir"),
+    (["vae_digits", "--preset=nope"], "unknown preset 'nope'"),
+    (["vae_digits", "--config.train.nope=1"], "train.nope"),
+    (["vae_digits", "--steps"], "--steps needs a value"),
+])
+def test_usage_errors_exit_2(capsys, argv, fragment):
+    code, out, err = _run(capsys, argv)
+    assert code == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert fragment in lines[0]
+
+
+def test_parse_argv_forms():
+    name, flags, overrides = benchmark.parse_argv(
+        ["--steps", "7", "vae_digits", "--json", "--config.train.batch_size=32",
+         "--preset", "smoke"])
+    assert name == "vae_digits"
+    assert flags["steps"] == 7 and flags["warmup"] == 5
+    assert flags["json"] is True and flags["preset"] == "smoke"
+    assert overrides == [("train.batch_size", "32")]
+
+
+class _Compiled:
+    def __init__(self, analysis):
+        self._analysis = analysis
+
+    def cost_analysis(self):
+        if isinstance(self._analysis, Exception):
+            raise self._analysis
+        return self._analysis
+
+
+@pytest.mark.parametrize("analysis, expected", [
+    ({"flops": 12.0, "bytes accessed": 3.0}, 12.0),
+    ([{"flops": 5.0}], 5.0),
+    ([], None),
+    (None, None),
+    ({"bytes accessed": 3.0}, None),
+    ({"flops": -1.0}, None),
+    (NotImplementedError("no cost model"), None),
+])
+def test_flops_from_cost_analysis(analysis, expected):
+    assert benchmark.flops_from_cost_analysis(_Compiled(analysis)) == expected
