@@ -9,6 +9,11 @@ files:
     python -m experiments.vae_mnist --preset=cpu --workdir=/tmp/vae_mnist \
         --config.data.manual_dir=../shared/data/mnist
 
+Measured 2026-11-25 on a 2-core CPU, ``--preset=cpu`` (the command above, 40k
+steps of batch 128, about 85 epochs): eval/nll_iwae 87.89 nats, eval/neg_elbo
+92.17 nats per test example, 11 min 53 s end to end (the k = 1000 evaluation
+took 168 s of it). The ``paper`` preset (1M Adagrad steps) was not run here.
+
 References: Burda et al. 2015, Table 1: 86.76 nats (IWAE k=5000) for a
 one-stochastic-layer VAE after 3,280 epochs; flax's examples/vae reports a
 negative ELBO of about 104 after 10 epochs.
@@ -76,7 +81,10 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=vae.VAETask,
-    expected={},
+    expected={
+        "cpu": "eval/nll_iwae 87.89, eval/neg_elbo 92.17 nats (k=1000; "
+               "2026-11-25, 2-core CPU, 11 min 53 s end to end)",
+    },
 ))
 
 if __name__ == "__main__":

@@ -1,0 +1,57 @@
+"""Shapes and basic behaviour of the VAE models and task options."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import vae_mnist
+from genjax.data.registry import Dataset
+from genjax.tasks.vae import VAETask
+
+
+def _info(shape):
+    x = np.zeros((2,) + shape, np.float32)
+    return Dataset(name="fake", kind="image",
+                   splits={"train": {"image": x}, "test": {"image": x}},
+                   element_spec={"image": shape}, num_classes=None,
+                   description="")
+
+
+@pytest.mark.parametrize("architecture, hidden, shape, likelihood", [
+    ("mlp", (32, 16), (28, 28, 1), "bernoulli"),
+    ("conv", (8, 16), (28, 28, 1), "gaussian"),
+    ("conv", (8, 16), (32, 32, 3), "bernoulli"),
+])
+def test_vae_task_shapes_and_finite_loss(architecture, hidden, shape, likelihood):
+    config = vae_mnist.get_config("smoke")
+    config.model.architecture = architecture
+    config.model.hidden = hidden
+    config.model.likelihood = likelihood
+    config.eval.iwae_samples = 4
+    config.eval.iwae_chunk = 2
+    task = VAETask(config, _info(shape))
+    x = jax.random.uniform(jax.random.key(0), (3,) + shape)
+    params = task.init_params(jax.random.key(1), {"image": x})
+    loss, metrics = task.loss_fn(params, {"image": x}, jax.random.key(2))
+    assert loss.shape == () and np.isfinite(float(loss))
+    assert float(metrics["kl"]) >= 0.0
+    per_example = task.eval_fn(params, {"image": x}, jax.random.key(3), final=True)
+    assert per_example["nll_iwae"].shape == (3,)
+    assert np.all(np.isfinite(np.asarray(per_example["nll_iwae"])))
+    samples = task.sample_fn(params, jax.random.key(4), 5)
+    assert samples.shape == (5,) + shape
+    assert float(jnp.min(samples)) >= 0.0 and float(jnp.max(samples)) <= 1.0
+    assert task.reconstruct(params, x).shape == x.shape
+    assert task.interpolate(params, x[0], x[1], 6).shape == (6,) + shape
+    assert task.anomaly_score(params, x, jax.random.key(5), 3).shape == (3,)
+
+
+def test_conv_decoder_rejects_sides_it_cannot_reach():
+    config = vae_mnist.get_config("smoke")
+    config.model.architecture = "conv"
+    config.model.hidden = (8, 16, 32)  # 3 upsamplings need sides divisible by 8.
+    task = VAETask(config, _info((28, 28, 1)))
+    x = jnp.zeros((1, 28, 28, 1))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        task.init_params(jax.random.key(0), {"image": x})
