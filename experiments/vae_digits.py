@@ -46,14 +46,8 @@ def get_config(preset: str = "cpu"):
         config.train.lr_schedule = "cosine"
         config.train.min_lr_ratio = 0.1
     elif preset == "paper":
-        # Kingma & Welling 2013, section 5: one hidden layer of 500 tanh
-        # units, Adagrad, minibatches of 100, one sample of z per example.
-        config.model.hidden = (500,)
-        config.model.latents = 10
-        config.model.activation = "tanh"
-        config.train.optimizer = "adagrad"
-        config.train.learning_rate = 0.02
-        config.train.batch_size = 100
+        # Kingma & Welling 2013's MNIST setup, with 10 latents for 8x8 digits.
+        vae.kingma_welling_2013(config, latents=10)
         config.eval.batch_size = 120
         config.train.num_steps = 100_000
         config.train.log_every = 1000

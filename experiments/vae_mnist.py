@@ -54,16 +54,9 @@ def get_config(preset: str = "cpu"):
         config.train.checkpoint_every = 5000
         config.eval.iwae_samples_during_training = 0
     elif preset == "paper":
-        # Kingma & Welling 2013, section 5 and appendix: an MLP with one
-        # hidden layer of 500 tanh units in encoder and decoder, Adagrad
-        # (step size 0.02 of their {0.01, 0.02, 0.1}), minibatches of M = 100,
-        # L = 1 sample per example, trained on up to 1e8 examples.
-        config.model.hidden = (500,)
-        config.model.latents = 20
-        config.model.activation = "tanh"
-        config.train.optimizer = "adagrad"
-        config.train.learning_rate = 0.02
-        config.train.batch_size = 100
+        # Kingma & Welling 2013, section 5: their MNIST setup (trained on up
+        # to 1e8 examples, i.e. 1M steps of 100), with 20 latents.
+        vae.kingma_welling_2013(config, latents=20)
         config.train.num_steps = 1_000_000
         config.train.log_every = 1000
         config.train.eval_every = 50_000

@@ -143,3 +143,19 @@ def base_config(data_name: str):
     config.eval.iwae_samples_during_training = 0
     config.eval.iwae_chunk = 20
     return config
+
+
+def kingma_welling_2013(config, *, latents: int) -> None:
+    """Sets the MNIST setup of Kingma & Welling 2013 (section 5, appendix).
+
+    An MLP with one hidden layer of 500 tanh units in encoder and decoder,
+    Adagrad with step size 0.02 (of their {0.01, 0.02, 0.1}), minibatches of
+    M = 100 and L = 1 sample of z per example.
+    """
+    config.model.architecture = "mlp"
+    config.model.hidden = (500,)
+    config.model.latents = latents
+    config.model.activation = "tanh"
+    config.train.optimizer = "adagrad"
+    config.train.learning_rate = 0.02
+    config.train.batch_size = 100
