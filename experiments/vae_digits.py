@@ -14,6 +14,7 @@ end.
 """
 
 from genjax import cli, registry
+from genjax import config as config_lib
 from genjax.tasks import vae
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -31,13 +32,9 @@ def get_config(preset: str = "cpu"):
     if preset == "smoke":
         config.model.hidden = (32,)
         config.model.latents = 4
-        config.train.num_steps = 20
-        config.train.log_every = 5
-        config.train.eval_every = 10
-        config.train.checkpoint_every = 10
+        config_lib.smoke_schedule(config)
         config.eval.iwae_samples = 10
         config.eval.iwae_chunk = 10
-        config.sample.num_samples = 16
     elif preset == "cpu":
         config.train.num_steps = 6000
         config.train.log_every = 200

@@ -20,6 +20,7 @@ negative ELBO of about 104 after 10 epochs.
 """
 
 from genjax import cli, registry
+from genjax import config as config_lib
 from genjax.tasks import vae
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -34,13 +35,9 @@ def get_config(preset: str = "cpu"):
         config.model.hidden = (64,)
         config.model.latents = 8
         config.train.batch_size = 32
-        config.train.num_steps = 20
-        config.train.log_every = 5
-        config.train.eval_every = 10
-        config.train.checkpoint_every = 10
+        config_lib.smoke_schedule(config)
         config.eval.iwae_samples = 10
         config.eval.iwae_chunk = 10
-        config.sample.num_samples = 16
     elif preset == "cpu":
         config.model.hidden = (512, 256)
         config.model.latents = 32

@@ -76,6 +76,16 @@ def base_config(*, data_name: str) -> ml_collections.ConfigDict:
     return config
 
 
+def smoke_schedule(config: ml_collections.ConfigDict) -> None:
+    """Shrinks the schedule for ``smoke`` presets: 20 steps that still log,
+    evaluate, sample and checkpoint twice, so tests exercise every path."""
+    config.train.num_steps = 20
+    config.train.log_every = 5
+    config.train.eval_every = 10
+    config.train.checkpoint_every = 10
+    config.sample.num_samples = 16
+
+
 def _all_keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     keys = []
     for key, value in cfg.items():
