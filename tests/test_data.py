@@ -64,6 +64,8 @@ def test_list_datasets_has_all_builtins():
         "digits": "image",
         "mnist": "image",
         "fashion_mnist": "image",
+        "cifar10": "image",
+        "shapes32": "image",
         "image_folder": "image",
         "two_moons": "points",
         "eight_gaussians": "points",

@@ -1,10 +1,11 @@
-"""Built-in image datasets: ``digits``, ``mnist`` and ``fashion_mnist``.
+"""Built-in image datasets: ``digits``, ``mnist``, ``fashion_mnist`` and ``cifar10``.
 
-``digits`` comes straight from scikit-learn. ``mnist`` and ``fashion_mnist``
-are the stock TFDS datasets, read through ``tfds.data_source`` (array_record,
-no TensorFlow). If they are not prepared in ``data_dir`` and
-``config.data.manual_dir`` holds the four idx files, genjax prepares them
-offline first (``tfds_prepare.py``).
+``digits`` comes straight from scikit-learn. ``mnist``, ``fashion_mnist`` and
+``cifar10`` are the stock TFDS datasets, read through ``tfds.data_source``
+(array_record, no TensorFlow). If they are not prepared in ``data_dir`` and
+``config.data.manual_dir`` holds their files (the four idx files of the
+MNISTs, the binary version of CIFAR-10), genjax prepares them offline first
+(``tfds_prepare.py``).
 
 Decoding 70,000 PNGs through the data source takes several seconds, so the
 decoded uint8 arrays are cached as ``genjax-arrays-<split>.npz`` inside the
@@ -21,6 +22,7 @@ import os
 
 import numpy as np
 
+from genjax.data import cifar
 from genjax.data.registry import Dataset, DatasetError, register_dataset
 
 log = logging.getLogger(__name__)
@@ -81,13 +83,24 @@ def default_data_dir() -> str:
     )
 
 
+_IDX_FILES = (
+    "the four idx files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+    "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]{example})"
+)
+
+# What config.data.manual_dir must hold to prepare each stock TFDS dataset
+# offline (tfds_prepare.READERS reads it), for messages.
+_MANUAL_DIR_CONTENTS = {
+    "mnist": _IDX_FILES.format(example="; e.g. ../shared/data/mnist"),
+    "fashion_mnist": _IDX_FILES.format(example=""),
+    "cifar10": cifar.MANUAL_DIR_CONTENTS,
+}
+
+
 def _not_prepared_message(name: str, data_dir: str) -> str:
-    example = "; e.g. ../shared/data/mnist" if name == "mnist" else ""
     return (
         f"dataset {name!r} is not prepared in {data_dir}; either pass "
-        f"--config.data.manual_dir=DIR with the four idx files "
-        f"(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-        f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]{example}) "
+        f"--config.data.manual_dir=DIR with {_MANUAL_DIR_CONTENTS[name]} "
         f"and genjax prepares it offline, or prepare it "
         f"with TFDS on a machine with internet: pip install "
         f"'genjax-research[tfds]' && tfds build {name} --file_format=array_record "
@@ -101,12 +114,16 @@ def load_tfds_images(
     """Loads TFDS image dataset ``name`` (train and test), preparing it if needed.
 
     Args:
-      name: the stock TFDS name, ``"mnist"`` or ``"fashion_mnist"``.
+      name: the stock TFDS name, ``"mnist"``, ``"fashion_mnist"`` or
+        ``"cifar10"``.
       data_config: ``config.data`` with ``data_dir`` (None: TFDS default) and
-        ``manual_dir`` (None, or the directory of idx files to prepare from).
+        ``manual_dir`` (None, or the local files to prepare from: the
+        directory of idx files, or CIFAR-10's binary version as ``cifar.py``
+        describes).
       description: the Dataset's description.
       counts: split -> expected number of examples when preparing; tests pass
-        small counts. Defaults to 60,000 / 10,000.
+        small counts. Defaults to the full dataset's (60,000 / 10,000 for
+        the MNISTs, 50,000 / 10,000 for CIFAR-10).
 
     Raises:
       DatasetError: if the dataset is not prepared and cannot be prepared from
@@ -124,14 +141,15 @@ def load_tfds_images(
         if manual_dir is None:
             raise DatasetError(_not_prepared_message(name, data_dir))
         manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
-        if not os.path.isdir(manual_dir):
+        # cifar10's manual_dir may also be the tarball; cifar.locate checks it.
+        if name != "cifar10" and not os.path.isdir(manual_dir):
             raise DatasetError(
                 f"config.data.manual_dir {manual_dir} does not exist or is not a "
                 f"directory; point it at the directory holding the {name} idx files"
             )
         from genjax.data import tfds_prepare  # Needs TFDS; see above.
 
-        tfds_prepare.prepare_from_idx(name, manual_dir, data_dir, counts=counts)
+        tfds_prepare.prepare_from_manual_dir(name, manual_dir, data_dir, counts=counts)
         # A fresh builder reads the just-written dataset_info.json.
         builder = tfds.builder(name, data_dir=data_dir)
 
@@ -288,3 +306,13 @@ def load_mnist(data_config) -> Dataset:
 def load_fashion_mnist(data_config) -> Dataset:
     """Loads TFDS ``fashion_mnist``; see ``load_tfds_images`` for preparation."""
     return load_tfds_images("fashion_mnist", data_config, "Fashion-MNIST, 28x28x1 in [0, 1]")
+
+
+@register_dataset(
+    "cifar10",
+    "image",
+    "CIFAR-10 colour photos, 32x32x3, 50k/10k, 10 classes (TFDS)",
+)
+def load_cifar10(data_config) -> Dataset:
+    """Loads TFDS ``cifar10``; see ``load_tfds_images`` for preparation."""
+    return load_tfds_images("cifar10", data_config, "CIFAR-10, 32x32x3 in [0, 1]")
