@@ -1,0 +1,339 @@
+"""The sample-quality protocol every model family reports.
+
+``evaluate_samples(samples, dataset, protocol, cache_dir)`` judges images from
+any generative model against the dataset's reference split with the dataset's
+domain classifier (``classifier.py``) and, optionally, the FID Inception
+network (``inception.py``):
+
+- ``fd`` / ``kid``: Frechet distance (Heusel et al. 2017) and kernel distance
+  (Binkowski et al. 2018) between the classifier features of the samples and
+  of the reference split (the test set by default);
+- ``fd_floor`` / ``kid_floor``: the same for a random subset of real training
+  images of the samples' size, the value a perfect model would get (FD is
+  biased upwards at finite sample sizes, so the floor is not 0);
+- ``classifier_score`` (the Inception-score formula with the domain
+  classifier, Salimans et al. 2016) and ``classifier_score_data``, the same for
+  the reference split's real images (the ceiling);
+- ``classes_hit`` / ``class_kl``: mode coverage of the predicted classes;
+- ``inception_fd`` / ``inception_fd_floor``: FID with Inception features, only
+  when ``protocol.inception_weights`` names a weights file.
+
+Features of the reference and floor sets, and the floor metrics, depend only
+on the dataset, the protocol and the seed; they are computed once per process
+and reused by later evaluations (e.g. every evaluation during training).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import weakref
+
+import ml_collections
+import numpy as np
+from ml_collections import config_dict
+
+from genjax.evaluate import classifier as classifier_lib
+from genjax.evaluate import metrics
+
+logger = logging.getLogger("genjax")
+
+
+def default_protocol() -> ml_collections.ConfigDict:
+    """The sample-quality protocol (an experiment's ``config.eval.sample_quality``).
+
+    Keys:
+      num_samples: samples a model draws for the final evaluation.
+      num_samples_during_training: samples for the cheap evaluations during
+        training (0 disables them).
+      reference_split: the real images samples are compared with.
+      floor_split: the split the floor subset (real images, as many as the
+        samples) is drawn from.
+      batch_size: images per classifier call.
+      kid_subsets, kid_subset_size: KID's subsets (Binkowski et al. 2018).
+      classifier_score_splits: splits of the classifier score (Salimans et al. 2016).
+      min_class_fraction: a class is hit if its sample frequency is at least
+        this fraction of its reference frequency.
+      inception_weights: an FID Inception-v3 ``.npz`` file (see
+        ``genjax/evaluate/inception.py``), or None to skip the Inception FID.
+    """
+    return ml_collections.ConfigDict({
+        "num_samples": 10_000,
+        "num_samples_during_training": 1_000,
+        "reference_split": "test",
+        "floor_split": "train",
+        "batch_size": 500,
+        "kid_subsets": 100,
+        "kid_subset_size": 1000,
+        "classifier_score_splits": 10,
+        "min_class_fraction": 0.1,
+        "inception_weights": config_dict.placeholder(str),
+    })
+
+
+def _resolve_protocol(protocol) -> dict:
+    """The protocol as a plain dict, defaults filled in, unknown keys refused."""
+    values = default_protocol().to_dict()
+    given = protocol.to_dict() if isinstance(protocol, ml_collections.ConfigDict) \
+        else dict(protocol or {})
+    unknown = sorted(set(given) - set(values))
+    if unknown:
+        raise ValueError(f"unknown sample-quality protocol keys {unknown}; "
+                         f"valid keys: {sorted(values)}")
+    values.update(given)
+    for key in ("batch_size", "kid_subsets", "kid_subset_size", "classifier_score_splits"):
+        if int(values[key]) < 1:
+            raise ValueError(f"protocol {key}={values[key]} must be >= 1")
+    if not 0.0 <= float(values["min_class_fraction"]):
+        raise ValueError(f"protocol min_class_fraction={values['min_class_fraction']} "
+                         f"must be >= 0")
+    return values
+
+
+def validate_protocol(protocol) -> None:
+    """Checks an experiment's ``config.eval.sample_quality`` before training.
+
+    Raises ValueError (one line naming the key and the fix) for unknown keys,
+    out-of-range counts, or an ``inception_weights`` file that does not exist;
+    the loop calls it before anything is written.
+    """
+    p = _resolve_protocol(protocol)
+    for key in ("num_samples", "num_samples_during_training"):
+        n = int(p[key])
+        if n < 0 or n == 1:
+            raise ValueError(
+                f"eval.sample_quality.{key}={n}: use 0 (skip) or at least 2 samples")
+    weights = p["inception_weights"]
+    if weights and not os.path.isfile(os.path.expanduser(str(weights))):
+        raise ValueError(
+            f"eval.sample_quality.inception_weights={weights}: no such file; "
+            "convert the FID Inception weights as genjax/evaluate/inception.py "
+            "explains, or leave it unset to skip the Inception FID")
+
+
+# Per dataset object (held weakly, so a dropped dataset frees its entries):
+# {absolute cache_dir or None: DomainClassifier}.
+_CLASSIFIERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# Inception feature extractors by (class, weights path): loading the weights
+# takes seconds.
+_EXTRACTORS: dict = {}
+
+
+def _classifier(dataset, cache_dir):
+    key = None if cache_dir is None else os.path.abspath(os.path.expanduser(cache_dir))
+    per_dataset = _CLASSIFIERS.setdefault(dataset, {})
+    if key not in per_dataset:
+        per_dataset[key] = classifier_lib.get_classifier(dataset, cache_dir)
+    return per_dataset[key]
+
+
+# Entries that depend on the sample count and seed (floor features and
+# metrics) are kept for this many (n, seed) pairs; a run normally uses two
+# (the evaluations during training and the final one).
+_MAX_FLOOR_ENTRIES = 8
+
+
+def _cached(cache: dict, key, compute, *, per_seed: bool = False):
+    """``cache[key]``, computed on first use. ``per_seed`` entries are evicted
+    oldest first beyond ``_MAX_FLOOR_ENTRIES`` per kind."""
+    if key not in cache:
+        value = compute()
+        if per_seed:
+            order = cache.setdefault(("_order", key[0]), [])
+            order.append(key)
+            while len(order) > _MAX_FLOOR_ENTRIES:
+                cache.pop(order.pop(0), None)
+        cache[key] = value
+    return cache[key]
+
+
+class _Stats:
+    """Gaussian statistics of a feature set, with the square root of the
+    covariance computed once (it is the reference of many comparisons)."""
+
+    def __init__(self, features: np.ndarray):
+        self.mu, self.sigma = metrics.gaussian_statistics(features)
+        self._root = None
+
+    @property
+    def root(self) -> np.ndarray:
+        if self._root is None:
+            self._root = metrics.psd_sqrt(self.sigma)
+        return self._root
+
+    def distance_to(self, other_features=None, other: "_Stats" = None) -> float:
+        other = other if other is not None else _Stats(other_features)
+        return metrics.frechet_distance_given_root(
+            self.mu, self.sigma, self.root, other.mu, other.sigma)
+
+
+def _check_samples(samples, dataset) -> np.ndarray:
+    """Returns the samples as float32 ``[N, H, W, C]`` in [0, 1] or raises ValueError."""
+    shape = tuple(dataset.element_spec["image"])
+    expected = f"[N, {', '.join(map(str, shape))}]"
+    samples = np.asarray(samples)
+    if samples.ndim != 4 or tuple(samples.shape[1:]) != shape:
+        raise ValueError(
+            f"samples have shape {samples.shape}, but dataset {dataset.name!r} images are "
+            f"{shape}: pass float samples {expected} in [0, 1]")
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise ValueError(
+            f"samples are {samples.dtype}; pass float samples {expected} in [0, 1] "
+            f"(divide uint8 pixels by 255)")
+    n = samples.shape[0]
+    if n < 2:
+        raise ValueError(
+            f"got {n} sample(s); the sample-quality metrics need at least 2 "
+            f"(the covariance is undefined below that): pass more samples "
+            f"(the protocol uses num_samples={default_protocol().num_samples})")
+    finite = np.isfinite(samples)
+    if not finite.all():
+        bad_values = int(finite.size - np.count_nonzero(finite))
+        bad_images = int(n - np.count_nonzero(finite.reshape((n, -1)).all(axis=1)))
+        raise ValueError(
+            f"samples hold {bad_values} non-finite values (NaN or inf) in {bad_images} "
+            f"of {n} images; fix the model, or drop those images before evaluating")
+    samples = samples.astype(np.float32, copy=False)
+    outside = np.count_nonzero((samples < -1e-3) | (samples > 1.0 + 1e-3))
+    if outside > 0.01 * samples.size:
+        logger.warning(
+            "genjax: %.1f%% of sample pixels lie outside [0, 1] (range [%g, %g]); "
+            "they are clipped to [0, 1] (map e.g. tanh outputs to [0, 1] first)",
+            100.0 * outside / samples.size, float(samples.min()), float(samples.max()))
+    return np.clip(samples, 0.0, 1.0)
+
+
+def _check_dataset(dataset, p: dict) -> None:
+    if getattr(dataset, "kind", None) != "image":
+        raise ValueError(f"sample-quality evaluation needs an image dataset; "
+                         f"{dataset.name!r} is of kind {dataset.kind!r}")
+    if "label" not in dataset.element_spec or not dataset.num_classes:
+        raise ValueError(
+            f"dataset {dataset.name!r} has no labels; the domain classifier and the "
+            f"mode coverage need a labelled dataset (a 'label' field): use one")
+    for key in ("reference_split", "floor_split"):
+        if p[key] not in dataset.splits:
+            raise ValueError(
+                f"protocol {key}={p[key]!r} is not a split of dataset {dataset.name!r}; "
+                f"valid splits: {sorted(dataset.splits)}")
+
+
+def _floor_indices(num_floor: int, n: int, seed: int) -> np.ndarray:
+    """The floor subset: ``min(n, num_floor)`` distinct indices drawn from ``seed``."""
+    rng = np.random.default_rng([seed, 0x5a17])
+    return np.sort(rng.choice(num_floor, size=min(n, num_floor), replace=False))
+
+
+def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | None, *,
+                     seed: int = 0) -> dict[str, float]:
+    """Judges ``samples`` against ``dataset`` with the sample-quality protocol.
+
+    Args:
+      samples: float ``[N, H, W, C]`` in [0, 1] (values outside are clipped),
+        ``(H, W, C)`` the dataset's image shape, N >= 2. All N are used.
+      dataset: a labelled image ``Dataset``.
+      protocol: ``default_protocol()`` or a ConfigDict/dict overriding some of
+        its keys.
+      cache_dir: where the domain classifier is cached (``classifier.py``), or
+        None not to cache it.
+      seed: draws the floor subset and KID's subsets.
+
+    Returns:
+      Flat float metrics: ``classifier_test_accuracy``, ``fd``, ``fd_floor``,
+      ``kid``, ``kid_std``, ``kid_floor``, ``classifier_score``,
+      ``classifier_score_std``, ``classifier_score_data``, ``classes_hit``,
+      ``class_kl``, ``num_samples``, and ``inception_fd`` and
+      ``inception_fd_floor`` when ``protocol.inception_weights`` is set.
+      The floor set has N images, or the whole floor split if that is smaller.
+
+    Raises:
+      ValueError: one line naming the bad value and the fix: samples of the
+        wrong shape or dtype, non-finite samples, fewer than 2 samples, an
+        unknown split or protocol key, a dataset without labels.
+      genjax.evaluate.inception.InceptionWeightsError: for an unusable
+        ``inception_weights`` file.
+    """
+    start = time.perf_counter()
+    p = _resolve_protocol(protocol)
+    _check_dataset(dataset, p)
+    samples = _check_samples(samples, dataset)
+    n = samples.shape[0]
+    batch_size = int(p["batch_size"])
+    ref_split, floor_split = p["reference_split"], p["floor_split"]
+    kid_args = {"num_subsets": int(p["kid_subsets"]),
+                "subset_size": int(p["kid_subset_size"]), "seed": seed}
+
+    clf = _classifier(dataset, cache_dir)
+    cache = clf.feature_cache
+    ref_images = dataset.arrays(ref_split)["image"]
+    ref_labels = dataset.arrays(ref_split)["label"]
+    floor_images_all = dataset.arrays(floor_split)["image"]
+
+    def floor_images():
+        return floor_images_all[_floor_indices(len(floor_images_all), n, seed)]
+
+    ref_features, ref_probs = _cached(
+        cache, ("classifier", ref_split),
+        lambda: clf.features_and_probs(ref_images, batch_size))
+    ref_stats = _cached(cache, ("classifier_stats", ref_split), lambda: _Stats(ref_features))
+    floor_features, _ = _cached(
+        cache, ("floor_features", floor_split, n, seed),
+        lambda: clf.features_and_probs(floor_images(), batch_size), per_seed=True)
+
+    def floor_metrics():
+        kid_floor, _ = metrics.kernel_distance(floor_features, ref_features, **kid_args)
+        return {"fd_floor": ref_stats.distance_to(floor_features), "kid_floor": kid_floor}
+
+    floor = _cached(cache, ("floor_metrics", ref_split, floor_split, n, seed,
+                            kid_args["num_subsets"], kid_args["subset_size"]),
+                    floor_metrics, per_seed=True)
+
+    splits = min(int(p["classifier_score_splits"]), n)
+    score_data = _cached(
+        cache, ("classifier_score", ref_split, splits),
+        lambda: metrics.classifier_score(ref_probs, min(splits, len(ref_probs)))[0])
+
+    features, probs = clf.features_and_probs(samples, batch_size)
+    kid, kid_std = metrics.kernel_distance(features, ref_features, **kid_args)
+    score, score_std = metrics.classifier_score(probs, splits)
+    coverage = metrics.mode_coverage(probs, ref_labels, clf.num_classes,
+                                     float(p["min_class_fraction"]))
+    results = {
+        "classifier_test_accuracy": clf.test_accuracy,
+        "fd": ref_stats.distance_to(features),
+        "fd_floor": floor["fd_floor"],
+        "kid": kid,
+        "kid_std": kid_std,
+        "kid_floor": floor["kid_floor"],
+        "classifier_score": score,
+        "classifier_score_std": score_std,
+        "classifier_score_data": score_data,
+        "classes_hit": coverage["classes_hit"],
+        "class_kl": coverage["class_kl"],
+        "num_samples": n,
+    }
+    if p["inception_weights"]:
+        results.update(_inception_fd(samples, floor_images, cache, p, ref_images, n, seed))
+    logger.debug("genjax: evaluated %d samples in %.1f s", n, time.perf_counter() - start)
+    return {key: float(value) for key, value in results.items()}
+
+
+def _inception_fd(samples, floor_images, cache, p, ref_images, n, seed) -> dict:
+    """``inception_fd`` and ``inception_fd_floor`` (Heusel et al. 2017's FID)."""
+    # Imported here: the Inception network is only needed with weights.
+    from genjax.evaluate.inception import InceptionFeatures
+
+    path = os.path.abspath(os.path.expanduser(str(p["inception_weights"])))
+    key = (InceptionFeatures, path)
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = InceptionFeatures(path)
+    extractor = _EXTRACTORS[key]
+    ref_split, floor_split = p["reference_split"], p["floor_split"]
+    ref = _cached(cache, ("inception_stats", key, ref_split),
+                  lambda: _Stats(extractor(ref_images)))
+    floor_fd = _cached(
+        cache, ("inception_fd_floor", key, ref_split, floor_split, n, seed),
+        lambda: ref.distance_to(extractor(floor_images())), per_seed=True)
+    return {"inception_fd": ref.distance_to(extractor(samples)),
+            "inception_fd_floor": floor_fd}
