@@ -60,7 +60,7 @@ def test_smoke_json_report(capsys):
     assert 0 < r["mfu"] < 1.5
     assert r["mfu"] == pytest.approx(
         r["achieved_flops_per_second"] / r["peak_flops_per_second"])
-    assert math.isfinite(r["final_train_loss"])
+    assert math.isfinite(r["final_train_metrics"]["loss"])
 
 
 def test_human_readable_block():

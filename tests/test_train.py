@@ -479,7 +479,7 @@ def test_all_checkpoints_damaged_exit_1_and_nothing_deleted(short_run, copy_work
 def _poison(monkeypatch, at_step: int, metric: str):
     """Makes ``metric`` NaN after update ``at_step`` (outside the jitted step,
     so everything computed is exactly what a normal run computes)."""
-    original = step_lib.make_train_step
+    original = step_lib.make_update_step
 
     def make(*args, **kwargs):
         step_fn = original(*args, **kwargs)
@@ -492,7 +492,7 @@ def _poison(monkeypatch, at_step: int, metric: str):
 
         return wrapped
 
-    monkeypatch.setattr(step_lib, "make_train_step", make)
+    monkeypatch.setattr(step_lib, "make_update_step", make)
 
 
 @pytest.mark.parametrize("metric, at_step, logged_at", [

@@ -3,7 +3,13 @@
 A task binds a pure Linen model to its pure objective, its evaluation and its
 sampler (the role of ``vdm/experiment.py``'s abstract experiment). The loop in
 ``genjax.train.loop`` jits and shards these functions; tasks never touch
-devices, files or optimisers.
+devices or files.
+
+Most tasks only implement the abstract methods: the defaults below train
+``loss_fn`` with one optimiser built from ``config.train``. A task with another
+update rule (a GAN's two players, say) overrides ``make_optimizer``,
+``init_state``, ``make_update`` and ``inference_params`` instead of changing
+the loop.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from genjax.train import step as step_lib
+from genjax.train.state import TrainState, build_optimizer
+
 
 class Task(abc.ABC):
     """One model family on one kind of data.
@@ -23,6 +32,9 @@ class Task(abc.ABC):
     is a dict of arrays with a leading batch axis (``'image'`` float32 in
     [0, 1], ``'label'`` int32, ...).
     """
+
+    # Metrics shown on the progress line (without the ``train/`` prefix).
+    progress_keys: tuple[str, ...] = ("loss",)
 
     def __init__(self, config: ml_collections.ConfigDict, dataset_info):
         self.config = config
@@ -34,9 +46,14 @@ class Task(abc.ABC):
     def init_params(self, rng: jax.Array, example_batch: dict) -> Any:
         """Initial parameters from a batch of the right shapes."""
 
-    @abc.abstractmethod
     def loss_fn(self, params, batch: dict, rng: jax.Array):
-        """``(loss, metrics)``: the scalar minimised and scalars to log."""
+        """``(loss, metrics)``: the scalar minimised and scalars to log.
+
+        Used by the default ``make_update``; a task with its own update rule
+        (a GAN) need not define it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} defines neither loss_fn nor make_update")
 
     @abc.abstractmethod
     def eval_fn(self, params, batch: dict, rng: jax.Array, *, final: bool) -> dict:
@@ -58,3 +75,37 @@ class Task(abc.ABC):
         """
         del params, batch, rng
         return {}
+
+    # ------------------------------------------------------------------
+    # How the task is trained; the defaults are one gradient-descent player.
+
+    def make_optimizer(self):
+        """``(optimizer, schedule)``; whatever ``init_state``/``make_update`` take."""
+        return build_optimizer(self.config.train)
+
+    def init_state(self, init_rng: jax.Array, train_rng: jax.Array,
+                   example_batch: dict, optimizer) -> TrainState:
+        """The state at step 0 (pure: the loop jits it)."""
+        params = self.init_params(init_rng, example_batch)
+        return TrainState.create(params, optimizer, train_rng,
+                                 use_ema=self.config.train.ema_decay > 0)
+
+    def make_update(self, optimizer):
+        """``update(state, batch, rng) -> (state, metrics)``; see
+        ``genjax.train.step.make_update_step``."""
+        return step_lib.gradient_update(self.loss_fn, optimizer,
+                                        ema_decay=self.config.train.ema_decay)
+
+    def inference_params(self, state: TrainState, use_ema: bool):
+        """What ``eval_fn``, ``sample_fn`` and ``figures`` get as ``params``."""
+        return state.eval_params(use_ema)
+
+    def check_divergence(self, metrics: dict[str, float], step: int) -> str | None:
+        """A message if training has failed in a way finite numbers can show.
+
+        Called at every log step with the last step's metrics (host floats,
+        no ``train/`` prefix). Non-finite losses and gradient norms are
+        checked by the loop for every task.
+        """
+        del metrics, step
+        return None

@@ -22,10 +22,12 @@ import numpy as np
 
 from genjax import config as config_lib
 from genjax import data as data_lib
+from genjax.data.images import default_data_dir
 from genjax.evaluate import images as image_lib
+from genjax.evaluate import sample_quality
 from genjax.train import checkpoint as ckpt_lib
 from genjax.train import step as step_lib
-from genjax.train.state import TrainState, build_optimizer
+from genjax.train.state import build_optimizer
 from genjax.train.writers import MetricWriter, Progress
 
 log = logging.getLogger("genjax")
@@ -70,6 +72,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if getattr(t, key) <= 0:
             raise ValueError(f"train.{key}={getattr(t, key)} must be positive")
     build_optimizer(t)  # An unknown optimizer or schedule is a usage error.
+    protocol = config.eval.get("sample_quality")
+    if protocol is not None:
+        sample_quality.validate_protocol(protocol)
     mesh = step_lib.make_mesh()
     step_lib.check_batch_divides(t.batch_size, "train.batch_size", mesh)
     step_lib.check_batch_divides(config.eval.batch_size, "eval.batch_size", mesh)
@@ -82,17 +87,15 @@ def build(config: ml_collections.ConfigDict, workdir: str,
     mesh = step_lib.make_mesh()
     dataset = data_lib.load_dataset(config.data)
     task = make_task(config, dataset)
-    optimizer, schedule = build_optimizer(config.train)
+    optimizer, schedule = task.make_optimizer()
     train_arrays = dataset.arrays("train")
     example = {k: np.zeros((1,) + v.shape[1:], v.dtype)
                for k, v in train_arrays.items()}
-    use_ema = config.train.ema_decay > 0
 
     def init_state():
-        init_rng = step_lib.root_key(config.seed, "init")
-        params = task.init_params(init_rng, example)
-        return TrainState.create(params, optimizer,
-                                 step_lib.root_key(config.seed, "train"), use_ema)
+        return task.init_state(step_lib.root_key(config.seed, "init"),
+                               step_lib.root_key(config.seed, "train"),
+                               example, optimizer)
 
     repl = step_lib.replicated(mesh)
     init_state_fn = jax.jit(init_state, out_shardings=repl)
@@ -114,9 +117,8 @@ def make_train_iterator(run: Run) -> data_lib.TrainIterator:
 
 def make_step(run: Run):
     """The jitted, data-parallel train step of ``run``'s task."""
-    return step_lib.make_train_step(
-        run.task.loss_fn, run.optimizer, run.mesh,
-        ema_decay=run.config.train.ema_decay, schedule=run.schedule)
+    return step_lib.make_update_step(run.task.make_update(run.optimizer),
+                                     run.mesh, schedule=run.schedule)
 
 
 def _local_rows(batch: dict, mask: np.ndarray | None = None):
@@ -146,7 +148,39 @@ def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
         for k, v in jax.device_get(sums).items():
             totals[k] = totals.get(k, 0.0) + float(v)
     count = totals.pop("count")
-    return {f"eval/{k}": v / count for k, v in sorted(totals.items())}
+    metrics = {f"eval/{k}": v / count for k, v in sorted(totals.items())}
+    protocol = run.config.eval.get("sample_quality")
+    if protocol is not None:
+        n = (protocol.num_samples if final
+             else protocol.num_samples_during_training)
+        if n > 0:
+            metrics.update(_sample_quality(run, params, protocol, n))
+    return metrics
+
+
+def _sample_quality(run: Run, params, protocol, num_samples: int) -> dict:
+    """The shared sample-quality metrics of ``num_samples`` new samples.
+
+    Samples are drawn in chunks of ``protocol.batch_size`` from a key of
+    their own, so the numbers depend on ``config.seed`` and the protocol only.
+    """
+    chunk = min(protocol.batch_size, num_samples)
+    if ("sample", chunk) not in run.compiled:
+        run.compiled["sample", chunk] = jax.jit(
+            lambda p, k: run.task.sample_fn(p, k, chunk),
+            out_shardings=step_lib.replicated(run.mesh))
+    fn = run.compiled["sample", chunk]
+    key = step_lib.root_key(run.config.seed, "sample_quality")
+    parts = []
+    for i in range(-(-num_samples // chunk)):
+        parts.append(np.asarray(jax.device_get(fn(params, jax.random.fold_in(key, i))),
+                                np.float32))
+    samples = np.concatenate(parts)[:num_samples]
+    cache_dir = run.config.data.get("data_dir") or default_data_dir()
+    result = sample_quality.evaluate_samples(
+        samples, run.dataset, protocol, os.path.expanduser(cache_dir),
+        seed=run.config.seed)
+    return {f"eval/{k}": float(v) for k, v in sorted(result.items())}
 
 
 def _sample(run: Run, params, num_samples: int) -> np.ndarray:
@@ -251,19 +285,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             if step % t.log_every == 0 or save_now:
                 # Flushed at checkpoint steps too, so a resumed run logs
                 # exactly the rows an uninterrupted one does.
-                scalars = _mean_metrics(pending)
-                # A non-finite gradient with a finite loss corrupts the
-                # parameters just as surely: checked before any save.
-                bad = [k for k in ("train/loss", "train/grad_norm")
-                       if k in scalars and not math.isfinite(scalars[k])]
-                if bad:
-                    raise TrainingDiverged(_diverged_message(
-                        bad[0], pending, step, run.checkpointer.latest_step()))
+                host = jax.device_get(pending)
                 pending = []
+                # Checked before any save, so a diverged state never
+                # replaces the last good checkpoint.
+                problem = _divergence(run.task, host, step)
+                if problem:
+                    raise TrainingDiverged(_with_checkpoint_note(
+                        problem, run.checkpointer.latest_step()))
+                scalars = _mean_metrics(host)
                 writer.write_scalars(step, scalars)
-                progress.log(step, scalars["train/loss"])
+                progress.log(step, {k: scalars[f"train/{k}"]
+                                    for k in run.task.progress_keys})
             if step % t.eval_every == 0 and not is_last:
-                params = state.eval_params(config.eval.use_ema)
+                params = run.task.inference_params(state, config.eval.use_ema)
                 scalars = run_eval(run, params, final=False)
                 writer.write_scalars(step, scalars)
                 log.info("step %d  %s", step, _fmt(scalars))
@@ -272,7 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 run.checkpointer.save(step, state, iterator.get_state(),
                                       config_dict)
         progress.close()
-        params = state.eval_params(config.eval.use_ema)
+        params = run.task.inference_params(state, config.eval.use_ema)
         t0 = time.perf_counter()
         final_metrics = run_eval(run, params, final=True)
         final_metrics["eval/seconds"] = time.perf_counter() - t0
@@ -290,24 +325,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return final_metrics
 
 
-def _mean_metrics(pending: list[dict]) -> dict[str, float]:
-    host = jax.device_get(pending)
+def _mean_metrics(host: list[dict]) -> dict[str, float]:
     return {f"train/{k}": float(np.mean([m[k] for m in host]))
             for k in host[0]}
 
 
-def _diverged_message(key: str, pending: list[dict], step: int,
-                      latest: int | None) -> str:
-    """Names the first step (of those since the last log) that went bad."""
-    name = key.split("/", 1)[1]
-    values = [float(m[name]) for m in jax.device_get(pending)]
-    first = next((i for i, v in enumerate(values) if not math.isfinite(v)),
-                 len(values) - 1)
-    bad_step = step - len(values) + 1 + first
+def _watched(name: str) -> bool:
+    """Losses and gradient norms: non-finite values there mean divergence."""
+    return name == "loss" or name.endswith("_loss") or name.endswith("grad_norm")
+
+
+def _divergence(task, host: list[dict], step: int) -> str | None:
+    """Why training must stop, from the per-step metrics since the last log.
+
+    ``host`` holds one dict per step, the last one for ``step``. A
+    non-finite gradient with a finite loss corrupts the parameters just as
+    surely, so both are watched; then the task's own check runs.
+    """
+    first_step = step - len(host) + 1
+    for i, metrics in enumerate(host):
+        for name in sorted(metrics):
+            value = float(metrics[name])
+            if _watched(name) and not math.isfinite(value):
+                return (f"non-finite train/{name} ({value}) at step "
+                        f"{first_step + i}")
+    return task.check_divergence({k: float(v) for k, v in host[-1].items()},
+                                 step)
+
+
+def _with_checkpoint_note(problem: str, latest: int | None) -> str:
     kept = (f"the last good checkpoint (step {latest}) is kept"
             if latest is not None else "no checkpoint had been written")
-    return (f"non-finite {key} ({values[first]}) at step {bad_step}; {kept}. "
-            "Lower train.learning_rate or set train.grad_clip_norm")
+    return (f"{problem}; {kept}. Lower train.learning_rate or set "
+            "train.grad_clip_norm" if problem.startswith("non-finite")
+            else f"{problem}; {kept}")
 
 
 def _fmt(scalars: dict[str, float]) -> str:
@@ -331,7 +382,7 @@ def _restore_for_inference(config, workdir, make_task) -> tuple[Run, int, Any]:
         raise ckpt_lib.CheckpointError(
             f"{workdir} was trained with a different model config "
             f"({'; '.join(model_diff)}); pass the same --preset and overrides")
-    return run, step, state.eval_params(config.eval.use_ema)
+    return run, step, run.task.inference_params(state, config.eval.use_ema)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str,

@@ -22,7 +22,11 @@ class TrainState:
       rng: raw key data (``jax.random.key_data``) of the training key; the key
         of step ``s`` is ``fold_in(rng, s)``, so no key is ever carried
         forward and a resumed run draws exactly what an uninterrupted one does.
-      ema_params: exponential moving average of ``params``, or None.
+      ema_params: exponential moving average of ``params`` (or of the part
+        a task averages, e.g. a GAN's generator), or None.
+      model_state: state that is not trained by gradients but changes with
+        training: batch-norm statistics, monitors such as a GAN's count of
+        steps the discriminator has won outright. None for most tasks.
     """
 
     step: jax.Array
@@ -30,6 +34,7 @@ class TrainState:
     opt_state: Any
     rng: jax.Array
     ema_params: Any = None
+    model_state: Any = None
 
     @classmethod
     def create(cls, params, optimizer: optax.GradientTransformation,

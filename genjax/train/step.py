@@ -10,6 +10,8 @@ TPU hosts.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Callable
 
 import jax
@@ -23,7 +25,8 @@ from genjax.train.state import TrainState
 DATA_AXIS = "data"
 
 # Purposes for ``fold_in`` on the root key: one independent stream each.
-PURPOSE = {"init": 0, "train": 1, "eval": 2, "sample": 3, "figures": 4}
+PURPOSE = {"init": 0, "train": 1, "eval": 2, "sample": 3, "figures": 4,
+           "sample_quality": 5}
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -39,6 +42,39 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+# The mesh of the step being traced, for ``shard_batch_axis``.
+_TRACING_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(
+    "genjax_tracing_mesh", default=None)
+
+
+@contextlib.contextmanager
+def tracing_mesh(mesh: Mesh):
+    """Makes ``mesh`` the one ``shard_batch_axis`` uses while a function traces.
+
+    ``jax.set_mesh`` cannot be entered inside ``jax.jit``; this Python-level
+    context is, and it is only read at trace time.
+    """
+    token = _TRACING_MESH.set(mesh)
+    try:
+        yield
+    finally:
+        _TRACING_MESH.reset(token)
+
+
+def shard_batch_axis(x: jax.Array) -> jax.Array:
+    """Constrains ``x``'s leading axis to the ``data`` axis of the traced step.
+
+    For arrays made inside a step rather than fed in (a GAN's noise, a
+    sampler's initial noise): without the constraint XLA may choose to
+    compute them, and everything made from them, on every device. Outside a
+    step built here it returns ``x`` unchanged.
+    """
+    mesh = _TRACING_MESH.get()
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, data_sharding(mesh))
 
 
 def root_key(seed: int, purpose: str) -> jax.Array:
@@ -64,39 +100,66 @@ def to_global(batch: dict, mesh: Mesh) -> dict:
         lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
-def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
-                    mesh: Mesh, *, ema_decay: float = 0.0,
-                    schedule: optax.Schedule | None = None) -> Callable:
-    """Returns ``step(state, batch) -> (state, metrics)``, jitted.
+def ema_update(ema, params, decay: float):
+    """``decay * ema + (1 - decay) * params``, leaf by leaf."""
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def gradient_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
+                    *, ema_decay: float = 0.0) -> Callable:
+    """The one-player update: a gradient step on ``loss_fn``.
 
     Args:
       loss_fn: pure ``(params, batch, rng) -> (loss, metrics)``; ``loss`` is
         the scalar mean over the global batch that is minimised.
       optimizer: the optax transformation.
-      mesh: from ``make_mesh``.
       ema_decay: if > 0, ``state.ema_params`` tracks the parameters.
-      schedule: the learning-rate schedule, logged as ``learning_rate``.
 
-    The state argument is donated: its buffers are reused for the new state.
+    Returns:
+      ``update(state, batch, rng) -> (state, metrics)`` for ``make_update_step``.
     """
-    def step(state: TrainState, batch):
-        # The step's key is derived from the step number, never carried.
-        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    def update(state: TrainState, batch, rng):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, metrics), grads = grad_fn(state.params, batch, rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = state.ema_params
         if ema is not None and ema_decay > 0:
-            ema = jax.tree.map(
-                lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema, params)
+            ema = ema_update(ema, params, ema_decay)
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                        param_norm=optax.tree.norm(params))
+        return state.replace(params=params, opt_state=opt_state,
+                             ema_params=ema), metrics
+
+    return update
+
+
+def make_update_step(update_fn: Callable, mesh: Mesh, *,
+                     schedule: optax.Schedule | None = None) -> Callable:
+    """Any update rule -> ``step(state, batch) -> (state, metrics)``, jitted.
+
+    This is the part every family shares: the step's key is derived from the
+    step number (never carried, so a resumed run draws what an uninterrupted
+    one does), the batch is sharded over the ``data`` axis and the state
+    replicated, the state's buffers are donated, and the step counter and
+    learning rate are handled here.
+
+    Args:
+      update_fn: ``(state, batch, rng) -> (state, metrics)``, e.g.
+        ``gradient_update`` (one objective) or
+        ``genjax.train.adversarial.two_player_update`` (GANs). It must not
+        touch ``state.step``.
+      mesh: from ``make_mesh``.
+      schedule: the learning-rate schedule, logged as ``learning_rate``.
+    """
+    def step(state: TrainState, batch):
+        rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        with tracing_mesh(mesh):
+            new_state, metrics = update_fn(state, batch, rng)
+        metrics = dict(metrics)
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
-        new_state = state.replace(step=state.step + 1, params=params,
-                                  opt_state=opt_state, ema_params=ema)
-        return new_state, metrics
+        return new_state.replace(step=state.step + 1), metrics
 
     return jax.jit(
         step,
@@ -104,6 +167,19 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
         out_shardings=(replicated(mesh), replicated(mesh)),
         donate_argnums=(0,),
     )
+
+
+def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
+                    mesh: Mesh, *, ema_decay: float = 0.0,
+                    schedule: optax.Schedule | None = None) -> Callable:
+    """Returns the jitted one-objective ``step(state, batch) -> (state, metrics)``.
+
+    ``gradient_update`` wrapped by ``make_update_step``; see both. The state
+    argument is donated: its buffers are reused for the new state.
+    """
+    return make_update_step(
+        gradient_update(loss_fn, optimizer, ema_decay=ema_decay), mesh,
+        schedule=schedule)
 
 
 def make_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:

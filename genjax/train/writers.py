@@ -100,23 +100,26 @@ class Progress:
             self._bar = tqdm(total=total, initial=start, unit="step",
                              dynamic_ncols=True)
 
-    def update(self, step: int, loss: float | None = None) -> None:
+    def update(self, step: int, values: dict[str, float] | None = None) -> None:
         """Called after each step (``step`` = steps done); cheap."""
         if self._bar is not None:
             self._bar.update(step - self._bar.n)
-            if loss is not None:
-                self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            if values:
+                self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()},
+                                      refresh=False)
 
-    def log(self, step: int, loss: float) -> None:
-        """Called at log steps: a plain line when there is no bar."""
+    def log(self, step: int, values: dict[str, float]) -> None:
+        """Called at log steps with the scalars to show (e.g. ``{'loss': x}``):
+        a plain line when there is no bar."""
         if self._bar is not None:
-            self.update(step, loss)
+            self.update(step, values)
             return
         elapsed = time.perf_counter() - self._t0
         rate = (step - self._start) / max(elapsed, 1e-9)
         eta = (self._total - step) / rate if rate > 0 else float("inf")
-        log.info("step %d/%d  loss %.5g  %.1f steps/s  eta %s", step,
-                 self._total, loss, rate, _fmt_seconds(eta))
+        shown = "  ".join(f"{k} {v:.5g}" for k, v in values.items())
+        log.info("step %d/%d  %s  %.1f steps/s  eta %s", step, self._total,
+                 shown, rate, _fmt_seconds(eta))
 
     def close(self) -> None:
         if self._bar is not None:

@@ -1,0 +1,237 @@
+"""GAN generators and discriminators (Linen modules only).
+
+Two architectures, for 28x28 grey and 32x32 colour images (any size that a
+7x7 or 4x4 seed doubles up to):
+
+* ``mlp``: Goodfellow et al. 2014 (MNIST): the generator is an MLP of
+  rectified linear units; the discriminator an MLP of maxout units with
+  dropout.
+* ``dcgan``: Radford et al. 2015: a projected-and-reshaped seed, strided
+  transposed convolutions with batch norm and ReLU in the generator, tanh at
+  its output; strided convolutions with leaky ReLU (slope 0.2) in the
+  discriminator, batch norm on every layer but its input layer.
+
+Images live in [-1, 1] inside the models (the tanh range); tasks convert from
+and to the [0, 1] pixels of the data. Discriminators return one logit per
+example, ``[B]``. Batch norm uses the batch statistics of its input in
+training (``train=True``) and its running averages otherwise; under
+``jax.jit`` over a sharded batch, those statistics are over the global batch
+(every device), which is synchronised batch norm.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ARCHITECTURES = ("mlp", "dcgan")
+NORMS = ("batch", "none")
+
+# DCGAN, section 4: weights from N(0, 0.02).
+_DCGAN_INIT = nn.initializers.normal(0.02)
+
+
+def seed_size(image_size: int) -> tuple[int, int]:
+    """``(seed side, number of doublings)``: 28 -> (7, 2), 32 -> (4, 3).
+
+    The generator starts from a ``seed x seed`` map and doubles it until it
+    reaches ``image_size``; the seed is the largest power-of-two division that
+    leaves a side of at least 4.
+    """
+    doublings = 0
+    side = image_size
+    while side % 2 == 0 and side // 2 >= 4:
+        side //= 2
+        doublings += 1
+    if doublings == 0:
+        raise ValueError(
+            f"image side {image_size} cannot be reached by doubling a seed of "
+            "at least 4 pixels; use e.g. 28 or 32")
+    return side, doublings
+
+
+class MLPGenerator(nn.Module):
+    """z -> image through ReLU layers (Goodfellow et al. 2014, MNIST)."""
+
+    image_shape: tuple[int, int, int]
+    hidden: Sequence[int] = (1200, 1200)
+
+    @nn.compact
+    def __call__(self, z, train: bool = True):
+        del train  # No batch norm or dropout.
+        h = z
+        for width in self.hidden:
+            h = nn.relu(nn.Dense(width)(h))
+        x = nn.Dense(math.prod(self.image_shape))(h)
+        return jnp.tanh(x).reshape((z.shape[0],) + tuple(self.image_shape))
+
+
+class Maxout(nn.Module):
+    """A maxout layer (Goodfellow et al. 2013): the max over ``pieces`` affine maps."""
+
+    features: int
+    pieces: int
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(self.features * self.pieces)(x)
+        h = h.reshape(x.shape[:-1] + (self.features, self.pieces))
+        return jnp.max(h, axis=-1)
+
+
+class MLPDiscriminator(nn.Module):
+    """image -> logit through maxout layers with dropout (Goodfellow et al. 2014).
+
+    Dropout needs an ``rngs={'dropout': key}`` argument when ``train``.
+    """
+
+    hidden: Sequence[int] = (240, 240)
+    pieces: int = 5
+    input_dropout: float = 0.2
+    dropout: float = 0.5
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        h = x.reshape((x.shape[0], -1))
+        h = nn.Dropout(self.input_dropout, deterministic=not train)(h)
+        for width in self.hidden:
+            h = Maxout(width, self.pieces)(h)
+            h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return nn.Dense(1)(h)[:, 0]
+
+
+def upsample_conv(x, kernel):
+    """The stride-2, 4x4, 'SAME' transposed convolution, computed by phases.
+
+    Equals ``jax.lax.conv_transpose(x, kernel, (2, 2), 'SAME')`` (NHWC,
+    HWIO): output pixel ``2m + a`` (a in {0, 1}) of each spatial axis is
+    ``x[m - 1 + a] w[a] + x[m + a] w[a + 2]``. The four output phases are one
+    2x2 convolution with ``4 * Cout`` channels over the input padded by one,
+    then interleaved. XLA:CPU computes the transposed convolution's gradient
+    as a convolution with a dilated input, about twice as slow as this.
+
+    Args:
+      x: ``[B, H, W, Cin]``.
+      kernel: ``[4, 4, Cin, Cout]``.
+
+    Returns:
+      ``[B, 2H, 2W, Cout]``.
+    """
+    batch, height, width, cin = x.shape
+    cout = kernel.shape[-1]
+    # kernel[2u + a, 2v + b] is tap (u, v) of phase (a, b).
+    phases = kernel.reshape(2, 2, 2, 2, cin, cout).transpose(0, 2, 4, 1, 3, 5)
+    phases = phases.reshape(2, 2, cin, 4 * cout)
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = jax.lax.conv_general_dilated(
+        padded, phases, (1, 1), "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y.reshape(batch, height + 1, width + 1, 2, 2, cout)
+    rows = [jnp.stack([y[:, a:a + height, b:b + width, a, b] for b in (0, 1)],
+                      axis=3) for a in (0, 1)]  # each [B, H, W, 2, Cout]
+    return jnp.stack(rows, axis=2).reshape(batch, 2 * height, 2 * width, cout)
+
+
+class UpConv(nn.Module):
+    """A stride-2 4x4 transposed convolution ('SAME'): ``[B,H,W,C] -> [B,2H,2W,F]``.
+
+    The parameters are those of ``nn.ConvTranspose(F, (4, 4), (2, 2),
+    'SAME')``; only the computation differs (``upsample_conv``).
+    """
+
+    features: int
+    use_bias: bool = True
+    kernel_init: nn.initializers.Initializer = _DCGAN_INIT
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init,
+                            (4, 4, x.shape[-1], self.features))
+        y = upsample_conv(x, kernel)
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,))
+            y = y + bias.reshape(1, 1, 1, -1)
+        return y
+
+
+def _norm(kind: str, train: bool):
+    if kind == "batch":
+        # DCGAN's momentum for the running averages that sampling uses.
+        return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                            epsilon=1e-5)
+    return lambda h: h
+
+
+class DCGANGenerator(nn.Module):
+    """z -> image: project to a seed map, then doubling transposed convolutions.
+
+    Widths halve at each doubling from ``features * 2**(doublings - 1)`` at the
+    seed to ``features`` before the output layer (Radford et al. 2015, fig. 1,
+    scaled down by ``features``).
+    """
+
+    image_shape: tuple[int, int, int]
+    features: int = 64
+    norm: str = "batch"
+
+    @nn.compact
+    def __call__(self, z, train: bool = True):
+        height, _, channels = self.image_shape
+        side, doublings = seed_size(height)
+        width = self.features * 2 ** (doublings - 1)
+        h = nn.Dense(side * side * width, kernel_init=_DCGAN_INIT,
+                     use_bias=self.norm != "batch")(z)
+        h = h.reshape((z.shape[0], side, side, width))
+        h = nn.relu(_norm(self.norm, train)(h))
+        for i in range(doublings - 1):
+            width //= 2
+            h = UpConv(width, use_bias=self.norm != "batch", name=f"up{i}")(h)
+            h = nn.relu(_norm(self.norm, train)(h))
+        x = UpConv(channels, name="out")(h)
+        return jnp.tanh(x)
+
+
+class DCGANDiscriminator(nn.Module):
+    """image -> logit: halving strided convolutions with leaky ReLU (0.2)."""
+
+    features: int = 64
+    norm: str = "batch"
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        _, doublings = seed_size(x.shape[1])
+        h = x
+        width = self.features
+        for i in range(doublings):
+            h = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME",
+                        kernel_init=_DCGAN_INIT,
+                        use_bias=i == 0 or self.norm != "batch",
+                        name=f"down{i}")(h)
+            if i > 0:  # No batch norm on the input layer (DCGAN, section 3).
+                h = _norm(self.norm, train)(h)
+            h = nn.leaky_relu(h, 0.2)
+            width *= 2
+        h = h.reshape((h.shape[0], -1))
+        return nn.Dense(1, kernel_init=_DCGAN_INIT, name="logit")(h)[:, 0]
+
+
+def make_models(architecture: str, image_shape: tuple[int, int, int], *,
+                g_hidden: Sequence[int] = (1200, 1200),
+                d_hidden: Sequence[int] = (240, 240), maxout_pieces: int = 5,
+                d_dropout: float = 0.5, d_input_dropout: float = 0.2,
+                features: int = 64, g_norm: str = "batch",
+                d_norm: str = "batch") -> tuple[nn.Module, nn.Module]:
+    """``(generator, discriminator)`` of ``architecture`` for ``image_shape``."""
+    if architecture == "mlp":
+        return (MLPGenerator(tuple(image_shape), tuple(g_hidden)),
+                MLPDiscriminator(tuple(d_hidden), maxout_pieces,
+                                 d_input_dropout, d_dropout))
+    if architecture == "dcgan":
+        seed_size(image_shape[0])  # A clear error for an unreachable size.
+        return (DCGANGenerator(tuple(image_shape), features, g_norm),
+                DCGANDiscriminator(features, d_norm))
+    raise ValueError(f"architecture={architecture!r}; valid: {', '.join(ARCHITECTURES)}")

@@ -1,0 +1,273 @@
+"""The GAN task: generator and discriminator, adversarial losses, two players.
+
+Training is ``genjax.train.two_player``'s update with this task's losses;
+evaluation is the discriminator's view of the test split plus the shared
+sample-quality metrics (``genjax.evaluate.sample_quality``) configured in
+``config.eval.sample_quality``. Instability is reported, not hidden: both
+losses, ``D(x)``, ``D(G(z))`` and both players' gradient norms are logged,
+and a discriminator that wins outright for ``gan.d_wins_patience``
+consecutive steps stops the run with a message naming the step.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from ml_collections import config_dict
+
+from genjax import config as config_lib
+from genjax.config import ConfigError
+from genjax.evaluate import sample_quality
+from genjax.models import gan as gan_models
+from genjax.objectives import adversarial
+from genjax.tasks.base import Task
+from genjax.train import step as step_lib
+from genjax.train import two_player
+from genjax.train.state import build_optimizer
+
+LATENT_DISTS = ("uniform", "normal")
+
+
+def base_config(data_name: str) -> ml_collections.ConfigDict:
+    """The config keys of every GAN experiment, with DCGAN's defaults."""
+    config = config_lib.base_config(data_name=data_name)
+    m = config.model = ml_collections.ConfigDict()
+    m.architecture = "dcgan"  # mlp | dcgan
+    m.latents = 100
+    m.latent_dist = "uniform"  # uniform in [-1, 1] (both papers) | normal
+    # dcgan: base width (the widest layer has features * 2**(doublings-1)).
+    m.features = 64
+    m.g_norm = "batch"  # batch | none
+    m.d_norm = "batch"  # batch | none
+    # mlp (Goodfellow et al. 2014): ReLU generator, maxout discriminator.
+    m.g_hidden = (1200, 1200)
+    m.d_hidden = (240, 240)
+    m.maxout_pieces = 5
+    m.d_dropout = 0.5
+    m.d_input_dropout = 0.2
+
+    g = config.gan = ml_collections.ConfigDict()
+    g.loss = "non_saturating"  # minimax | non_saturating | hinge
+    g.n_disc = 1  # discriminator steps per generator step
+    g.r1_gamma = 0.0  # R1 penalty weight on real data; 0 disables
+    # The discriminator's learning rate; None: the same as train.learning_rate.
+    g.d_learning_rate = config_dict.placeholder(float)
+    # "Wins outright": D(x) > threshold and D(G(z)) < 1 - threshold.
+    g.d_wins_threshold = 0.99
+    g.d_wins_patience = 2000  # consecutive steps before stopping; 0: never
+
+    # Adam with lr 2e-4 and beta1 = 0.5 (Radford et al. 2015, section 4).
+    config.train.optimizer = "adam"
+    config.train.learning_rate = 2e-4
+    config.train.b1 = 0.5
+    config.train.b2 = 0.999
+    config.train.ema_decay = 0.999  # of the generator; 0 disables
+    config.eval.use_ema = True
+    config.eval.sample_quality = sample_quality.default_protocol()
+    return config
+
+
+def _check_choice(key: str, value, valid) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r}; valid: {', '.join(valid)}")
+
+
+class GANTask(Task):
+    """A GAN on image data (Goodfellow et al. 2014; Radford et al. 2015)."""
+
+    progress_keys = ("d_loss", "g_loss", "d_real", "d_fake")
+
+    def __init__(self, config, dataset_info):
+        super().__init__(config, dataset_info)
+        if dataset_info.kind != "image":
+            raise ConfigError(
+                f"the GAN task needs an image dataset; data.name="
+                f"{config.data.name!r} is of kind {dataset_info.kind!r}")
+        m, g = config.model, config.gan
+        _check_choice("model.architecture", m.architecture, gan_models.ARCHITECTURES)
+        _check_choice("model.latent_dist", m.latent_dist, LATENT_DISTS)
+        _check_choice("model.g_norm", m.g_norm, gan_models.NORMS)
+        _check_choice("model.d_norm", m.d_norm, gan_models.NORMS)
+        _check_choice("gan.loss", g.loss, adversarial.LOSSES)
+        if g.n_disc < 1:
+            raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
+        if g.r1_gamma < 0:
+            raise ConfigError(f"gan.r1_gamma={g.r1_gamma} must be >= 0")
+        self.d_uses_bn = m.architecture == "dcgan" and m.d_norm == "batch"
+        if g.r1_gamma > 0 and self.d_uses_bn:
+            raise ConfigError(
+                "gan.r1_gamma > 0 needs a discriminator without batch norm "
+                "(batch statistics couple the examples whose gradients R1 "
+                "penalises); set --config.model.d_norm=none")
+        self.image_shape = tuple(dataset_info.element_spec["image"])
+        try:
+            self.generator, self.discriminator = gan_models.make_models(
+                m.architecture, self.image_shape, g_hidden=m.g_hidden,
+                d_hidden=m.d_hidden, maxout_pieces=m.maxout_pieces,
+                d_dropout=m.d_dropout, d_input_dropout=m.d_input_dropout,
+                features=m.features, g_norm=m.g_norm, d_norm=m.d_norm)
+        except ValueError as e:
+            raise ConfigError(f"data.name={config.data.name!r}: {e}") from None
+
+    # ------------------------------------------------------------------
+    # The two models as pure functions of (params, collections).
+
+    def latent(self, rng, num: int):
+        """``num`` draws of the prior p(z), ``[num, latents]``."""
+        shape = (num, self.config.model.latents)
+        if self.config.model.latent_dist == "uniform":
+            return jax.random.uniform(rng, shape, minval=-1.0, maxval=1.0)
+        return jax.random.normal(rng, shape)
+
+    def generate(self, g_params, g_state, z, *, train: bool):
+        """``(images in [-1, 1], new collections)``."""
+        variables = {"params": g_params, **g_state}
+        if train and g_state:
+            return self.generator.apply(variables, z, train=True,
+                                        mutable=list(g_state))
+        return self.generator.apply(variables, z, train=train), g_state
+
+    def discriminate(self, d_params, d_state, x, rng, *, train: bool):
+        """``(logits [B], new collections)`` of images ``x`` in [-1, 1]."""
+        variables = {"params": d_params, **d_state}
+        rngs = {"dropout": rng}
+        if train and d_state:
+            return self.discriminator.apply(variables, x, train=True, rngs=rngs,
+                                            mutable=list(d_state))
+        return self.discriminator.apply(variables, x, train=train,
+                                        rngs=rngs), d_state
+
+    # ------------------------------------------------------------------
+    # Task interface.
+
+    def init_params(self, rng, example_batch):
+        """``{'generator': variables, 'discriminator': variables}`` (all collections)."""
+        g_rng, d_rng, drop_rng = jax.random.split(rng, 3)
+        z = jnp.zeros((1, self.config.model.latents), jnp.float32)
+        g_vars = self.generator.init(g_rng, z, train=False)
+        x = jnp.zeros((1,) + self.image_shape, jnp.float32)
+        d_vars = self.discriminator.init({"params": d_rng, "dropout": drop_rng},
+                                         x, train=False)
+        return {"generator": dict(g_vars), "discriminator": dict(d_vars)}
+
+    def make_optimizer(self):
+        g_opt, schedule = build_optimizer(self.config.train)
+        d_train = ml_collections.ConfigDict(self.config.train.to_dict())
+        if self.config.gan.d_learning_rate is not None:
+            d_train.learning_rate = self.config.gan.d_learning_rate
+        d_opt, _ = build_optimizer(d_train)
+        return {"generator": g_opt, "discriminator": d_opt}, schedule
+
+    def init_state(self, init_rng, train_rng, example_batch, optimizer):
+        variables = self.init_params(init_rng, example_batch)
+        g_vars, d_vars = variables["generator"], variables["discriminator"]
+        g_params, d_params = g_vars.pop("params"), d_vars.pop("params")
+        return two_player.init_state(
+            g_params, d_params, {"generator": g_vars, "discriminator": d_vars},
+            optimizer, train_rng, use_ema=self.config.train.ema_decay > 0)
+
+    def _fake(self, g_params, g_state, rng, num: int, *, train: bool):
+        z = step_lib.shard_batch_axis(self.latent(rng, num))
+        return self.generate(g_params, g_state, z, train=train)
+
+    def d_loss_fn(self, d_params, g_params, model_state, batch, rng):
+        """The discriminator's loss (``two_player_update``'s ``d_loss_fn``)."""
+        z_rng, real_rng, fake_rng = jax.random.split(rng, 3)
+        real = batch["image"] * 2.0 - 1.0
+        fake, _ = self._fake(g_params, model_state["generator"], z_rng,
+                             real.shape[0], train=True)
+        fake = jax.lax.stop_gradient(fake)
+        # Real and generated batches go through D separately, as in DCGAN,
+        # so batch norm never mixes them.
+        d_state = model_state["discriminator"]
+        real_logits, d_state = self.discriminate(d_params, d_state, real,
+                                                 real_rng, train=True)
+        fake_logits, d_state = self.discriminate(d_params, d_state, fake,
+                                                 fake_rng, train=True)
+        loss, metrics = adversarial.discriminator_loss(
+            self.config.gan.loss, real_logits, fake_logits)
+        gamma = self.config.gan.r1_gamma
+        if gamma > 0:
+            r1 = adversarial.r1_penalty(
+                lambda x: self.discriminate(d_params, model_state["discriminator"],
+                                            x, real_rng, train=True)[0], real)
+            loss = loss + 0.5 * gamma * r1
+            metrics["r1"] = r1
+        return loss, (metrics, dict(model_state, discriminator=d_state))
+
+    def g_loss_fn(self, g_params, d_params, model_state, batch, rng):
+        """The generator's loss (``two_player_update``'s ``g_loss_fn``)."""
+        z_rng, d_rng = jax.random.split(rng)
+        fake, g_state = self._fake(g_params, model_state["generator"], z_rng,
+                                   batch["image"].shape[0], train=True)
+        # D's batch statistics move only in D's own steps.
+        logits, _ = self.discriminate(d_params, model_state["discriminator"],
+                                      fake, d_rng, train=True)
+        loss, metrics = adversarial.generator_loss(self.config.gan.loss, logits)
+        return loss, (metrics, dict(model_state, generator=g_state))
+
+    def make_update(self, optimizer):
+        g = self.config.gan
+        return two_player.two_player_update(
+            self.d_loss_fn, self.g_loss_fn, optimizer, n_disc=g.n_disc,
+            ema_decay=self.config.train.ema_decay,
+            d_wins_threshold=g.d_wins_threshold)
+
+    def inference_params(self, state, use_ema):
+        g_params = state.params["generator"]
+        if use_ema and state.ema_params is not None:
+            g_params = state.ema_params
+        return {"generator": g_params,
+                "generator_state": state.model_state["generator"],
+                "discriminator": state.params["discriminator"],
+                "discriminator_state": state.model_state["discriminator"]}
+
+    def check_divergence(self, metrics, step):
+        g = self.config.gan
+        streak = int(metrics.get("d_wins_streak", 0))
+        if g.d_wins_patience > 0 and streak >= g.d_wins_patience:
+            return (
+                f"the discriminator has won outright (D(x) > {g.d_wins_threshold}"
+                f", D(G(z)) < {1 - g.d_wins_threshold:.2g}) in every step since "
+                f"step {step - streak + 1} ({streak} steps, at step {step}); the "
+                "generator gets no useful gradient. Try gan.loss=non_saturating, a "
+                "lower gan.d_learning_rate, or gan.r1_gamma > 0 with "
+                "model.d_norm=none; gan.d_wins_patience=0 disables this check")
+        return None
+
+    def eval_fn(self, params, batch, rng, *, final):
+        """The discriminator's view: mean ``D(x)`` on test images and ``D(G(z))``
+        on as many samples; per example, in inference mode."""
+        del final
+        z_rng, d_rng = jax.random.split(rng)
+        real = batch["image"] * 2.0 - 1.0
+        fake, _ = self._fake(params["generator"], params["generator_state"],
+                             z_rng, real.shape[0], train=False)
+        d_state = params["discriminator_state"]
+        real_logits, _ = self.discriminate(params["discriminator"], d_state, real,
+                                           d_rng, train=False)
+        fake_logits, _ = self.discriminate(params["discriminator"], d_state, fake,
+                                           d_rng, train=False)
+        return {"d_real": jax.nn.sigmoid(real_logits),
+                "d_fake": jax.nn.sigmoid(fake_logits)}
+
+    def sample_fn(self, params, rng, num_samples):
+        x, _ = self._fake(params["generator"], params["generator_state"], rng,
+                          num_samples, train=False)
+        return (x + 1.0) * 0.5
+
+    def interpolate(self, params, rng, num_pairs: int = 4, num_steps: int = 10):
+        """Samples along straight lines between pairs of latents,
+        ``[num_pairs * num_steps, H, W, C]`` (Radford et al. 2015, section 6.1)."""
+        ends = self.latent(rng, 2 * num_pairs).reshape(num_pairs, 2, -1)
+        t = jnp.linspace(0.0, 1.0, num_steps)[None, :, None]
+        z = (1.0 - t) * ends[:, :1] + t * ends[:, 1:]  # [pairs, steps, L]
+        x, _ = self.generate(params["generator"], params["generator_state"],
+                             z.reshape(num_pairs * num_steps, -1), train=False)
+        return (x + 1.0) * 0.5
+
+    def figures(self, params, batch, rng):
+        del batch
+        return {"interpolation": (np.asarray(self.interpolate(params, rng)), 10)}

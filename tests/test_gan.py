@@ -1,0 +1,456 @@
+"""GANs: adversarial losses by hand, the models' shapes, the two-player step,
+resume, devices, and instability reports.
+
+Training runs use ``dcgan_mnist``'s or ``gan_mnist``'s smoke preset on
+scikit-learn's digits (``data.name=digits``, 8x8), so nothing is downloaded
+and every run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import (assert_one_error_line, assert_trees_bitwise_equal,
+                      leaves_with_paths, read_json, read_jsonl, run_cli,
+                      run_python)
+
+from experiments import dcgan_cifar10, dcgan_mnist, gan_mnist
+from genjax.models import gan as gan_models
+from genjax.objectives import adversarial
+from genjax.train import checkpoint as ckpt_lib
+from genjax.train import loop
+
+LOG4 = math.log(4.0)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+# --------------------------------------------------------------------------
+# Objectives, against values computed by hand.
+
+
+def test_indifferent_discriminator_gives_log_4():
+    zeros = jnp.zeros((7,))  # logit 0 is D = 1/2 for every example
+    assert float(adversarial.minimax_value(zeros, zeros)) == pytest.approx(-LOG4)
+    for kind in ("minimax", "non_saturating"):
+        loss, metrics = adversarial.discriminator_loss(kind, zeros, zeros)
+        assert float(loss) == pytest.approx(LOG4)
+        assert float(metrics["d_real"]) == float(metrics["d_fake"]) == 0.5
+    # G's losses at D = 1/2: log(1 - 1/2) and -log(1/2).
+    assert float(adversarial.generator_loss("minimax", zeros)[0]) == pytest.approx(
+        -math.log(2.0))
+    assert float(adversarial.generator_loss("non_saturating", zeros)[0]) == pytest.approx(
+        math.log(2.0))
+    # Hinge at 0: relu(1) + relu(1) for D, -0 for G.
+    assert float(adversarial.discriminator_loss("hinge", zeros, zeros)[0]) == 2.0
+    assert float(adversarial.generator_loss("hinge", zeros)[0]) == 0.0
+
+
+def test_losses_on_uneven_logits():
+    real = jnp.array([2.0, -1.0])
+    fake = jnp.array([0.5, -3.0])
+    # -[log s(r)] = softplus(-r); -[log(1 - s(f))] = softplus(f).
+    expected_d = (np.mean([softplus(-2.0), softplus(1.0)])
+                  + np.mean([softplus(0.5), softplus(-3.0)]))
+    loss, metrics = adversarial.discriminator_loss("minimax", real, fake)
+    assert float(loss) == pytest.approx(expected_d, rel=1e-6)
+    assert float(metrics["d_accuracy"]) == pytest.approx(0.5)  # 1 of 2 each
+    sig = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
+    assert float(metrics["d_real"]) == pytest.approx((sig(2.0) + sig(-1.0)) / 2)
+    assert float(adversarial.generator_loss("minimax", fake)[0]) == pytest.approx(
+        -np.mean([softplus(0.5), softplus(-3.0)]), rel=1e-6)
+    assert float(adversarial.generator_loss("non_saturating", fake)[0]) == pytest.approx(
+        np.mean([softplus(-0.5), softplus(3.0)]), rel=1e-6)
+    # Hinge: mean(relu(1 - r)) + mean(relu(1 + f)) = (0 + 2)/2 + (1.5 + 0)/2.
+    assert float(adversarial.discriminator_loss("hinge", real, fake)[0]) == pytest.approx(1.75)
+    assert float(adversarial.generator_loss("hinge", fake)[0]) == pytest.approx(1.25)
+
+
+def test_losses_stay_finite_for_confident_logits():
+    big = jnp.array([80.0, -80.0])
+    for kind in adversarial.LOSSES:
+        assert np.isfinite(float(adversarial.discriminator_loss(kind, big, -big)[0]))
+        assert np.isfinite(float(adversarial.generator_loss(kind, big)[0]))
+
+
+def test_r1_penalty_of_a_linear_discriminator():
+    w = jnp.arange(12.0).reshape(2, 3, 2) / 10.0
+    x = jax.random.normal(jax.random.key(0), (5, 2, 3, 2))
+    logit_fn = lambda images: jnp.sum(images * w[None], axis=(1, 2, 3))  # noqa: E731
+    # grad_x D(x) = w for every example, so E||grad||^2 = ||w||^2.
+    assert float(adversarial.r1_penalty(logit_fn, x)) == pytest.approx(
+        float(jnp.sum(w * w)), rel=1e-6)
+
+
+def test_unknown_loss_is_named():
+    with pytest.raises(ValueError, match="wasserstein.*minimax, non_saturating, hinge"):
+        adversarial.generator_loss("wasserstein", jnp.zeros((2,)))
+
+
+# --------------------------------------------------------------------------
+# Models.
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (8, 8, 1)])
+@pytest.mark.parametrize("architecture", ["mlp", "dcgan"])
+def test_models_map_latents_to_images_and_images_to_logits(architecture, shape):
+    g, d = gan_models.make_models(architecture, shape, g_hidden=(32,),
+                                  d_hidden=(16,), maxout_pieces=3, features=8)
+    z = jax.random.uniform(jax.random.key(0), (4, 10), minval=-1, maxval=1)
+    # Jitted: one compilation instead of one per operation.
+    g_vars = jax.jit(lambda k: g.init(k, z, train=False))(jax.random.key(1))
+    x = jax.jit(lambda v: g.apply(v, z, train=False))(g_vars)
+    assert x.shape == (4,) + shape
+    assert float(jnp.max(jnp.abs(x))) <= 1.0  # tanh range
+    d_vars = jax.jit(lambda k1, k2: d.init({"params": k1, "dropout": k2}, x,
+                                           train=False))(jax.random.key(2),
+                                                         jax.random.key(3))
+    logits = jax.jit(lambda v: d.apply(v, x, train=False))(d_vars)
+    assert logits.shape == (4,)
+    if architecture == "dcgan":
+        # Batch norm after every strided layer but D's first (DCGAN, section
+        # 3); 8x8 has a single halving, so its D has no batch norm at all.
+        downs = {28: 2, 32: 3, 8: 1}[shape[0]]
+        expected = ({f"down{i}" for i in range(downs)} | {"logit"}
+                    | {f"BatchNorm_{i}" for i in range(downs - 1)})
+        assert set(d_vars["params"]) == expected
+        assert ("batch_stats" in d_vars) == (downs > 1)
+        assert "batch_stats" in g_vars
+    else:
+        assert "batch_stats" not in g_vars and "batch_stats" not in d_vars
+
+
+def test_dcgan_layout_follows_the_image_size():
+    assert gan_models.seed_size(28) == (7, 2)
+    assert gan_models.seed_size(32) == (4, 3)
+    assert gan_models.seed_size(64) == (4, 4)
+    assert gan_models.seed_size(30) == (15, 1)
+    for side in (6, 9):  # no halving leaves a side of at least 4
+        with pytest.raises(ValueError, match=f"image side {side} "):
+            gan_models.seed_size(side)
+    g, _ = gan_models.make_models("dcgan", (32, 32, 3), features=8)
+    z = jnp.zeros((1, 5))
+    params = g.init(jax.random.key(0), z, train=False)["params"]
+    # 4x4 seed with 8 * 2**2 channels, then 16, 8, and 3 output channels.
+    assert params["Dense_0"]["kernel"].shape == (5, 4 * 4 * 32)
+    assert params["up0"]["kernel"].shape == (4, 4, 32, 16)
+    assert params["up1"]["kernel"].shape == (4, 4, 16, 8)
+    assert params["out"]["kernel"].shape == (4, 4, 8, 3)
+
+
+def test_maxout_takes_the_max_of_its_pieces():
+    layer = gan_models.Maxout(features=2, pieces=3)
+    x = jnp.ones((1, 4))
+    variables = layer.init(jax.random.key(0), x)
+    kernel = variables["params"]["Dense_0"]["kernel"]
+    bias = variables["params"]["Dense_0"]["bias"]
+    affine = (x @ kernel + bias[None]).reshape(1, 2, 3)
+    np.testing.assert_allclose(layer.apply(variables, x), affine.max(-1), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Training runs on digits.
+
+# dcgan_mnist's smoke preset on 8x8 digits: 20 steps, rows every 5 steps,
+# checkpoints at 10 and 20; the sample-quality protocol on 200 samples.
+DIGITS = {"data.name": "digits", "eval.batch_size": 120,
+          "eval.sample_quality.num_samples": 200,
+          "eval.sample_quality.num_samples_during_training": 100,
+          "eval.sample_quality.kid_subset_size": 100}
+
+
+def gan_config(module=dcgan_mnist, data_dir=None, **overrides):
+    config = module.get_config("smoke")
+    for key, value in {**DIGITS, **overrides}.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        setattr(node, leaf, value)
+    if data_dir is not None:
+        config.data.data_dir = str(data_dir)
+    return config
+
+
+def cli_overrides(data_dir, **overrides) -> list[str]:
+    items = {**DIGITS, "data.data_dir": str(data_dir), **overrides}
+    return [f"--config.{k}={v}" for k, v in items.items()]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """Where the digits classifier is trained once and cached for every test."""
+    return tmp_path_factory.mktemp("gan_data")
+
+
+@pytest.fixture(scope="module")
+def gan_run(data_dir, tmp_path_factory):
+    """One finished dcgan_mnist smoke run on digits (tests copy, never modify)."""
+    workdir = tmp_path_factory.mktemp("gan_run") / "wd"
+    metrics = loop.train_and_evaluate(gan_config(data_dir=data_dir), str(workdir),
+                                      dcgan_mnist.EXPERIMENT.make_task)
+    return workdir, metrics
+
+
+def restore(config, workdir, make_task=dcgan_mnist.EXPERIMENT.make_task):
+    run = loop.build(config, str(workdir), make_task)
+    try:
+        step, state, data_state, _ = run.checkpointer.restore_latest(run.abstract_state)
+    finally:
+        run.checkpointer.close()
+    return step, jax.device_get(state), data_state
+
+
+def timeless(path) -> dict:
+    """eval.json without its wall time."""
+    return {k: v for k, v in read_json(path).items() if k != "eval/seconds"}
+
+
+def test_a_gan_run_logs_both_players_and_judges_its_samples(gan_run):
+    workdir, final = gan_run
+    rows = read_jsonl(workdir / "metrics.jsonl")
+    train_rows = [r for r in rows if "train/d_loss" in r]
+    assert [r["step"] for r in train_rows] == [5, 10, 15, 20]
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "d_accuracy",
+                "d_grad_norm", "g_grad_norm", "d_param_norm", "g_param_norm",
+                "d_wins_streak", "learning_rate"):
+        assert all(np.isfinite(r[f"train/{key}"]) for r in train_rows), key
+    assert all(0.0 < r["train/d_real"] < 1.0 for r in train_rows)
+    # The evaluation during training (step 10) has the cheap protocol.
+    mid = [r for r in rows if r["step"] == 10 and "eval/fd" in r]
+    assert len(mid) == 1 and mid[0]["eval/num_samples"] == 100
+    report = read_json(workdir / "eval.json")
+    assert report == pytest.approx({**final, "step": 20})
+    assert report["eval/num_samples"] == 200
+    for key in ("d_real", "d_fake", "fd", "fd_floor", "kid", "kid_floor",
+                "classifier_score", "classifier_score_data", "classes_hit",
+                "class_kl", "classifier_test_accuracy"):
+        assert np.isfinite(report[f"eval/{key}"]), key
+    assert report["eval/classifier_test_accuracy"] > 0.9
+    # 20 steps of a tiny GAN are far from the data; the floor is not.
+    assert report["eval/fd"] > report["eval/fd_floor"]
+    assert 1 <= report["eval/classes_hit"] <= 10
+    for name in ("samples_final.png", "interpolation_final.png",
+                 "samples_step0000010.png"):
+        assert (workdir / "samples" / name).exists(), name
+
+
+def test_state_holds_both_players_ema_and_batch_stats(gan_run):
+    workdir, _ = gan_run
+    step, state, _ = restore(gan_config(), workdir)
+    assert step == 20 and int(state.step) == 20
+    assert set(state.params) == {"generator", "discriminator"}
+    assert set(state.opt_state) == {"generator", "discriminator"}
+    # The EMA follows the generator: same tree, nearby but not equal values.
+    ema, g = leaves_with_paths(state.ema_params), leaves_with_paths(state.params["generator"])
+    assert ema.keys() == g.keys()
+    assert any(not np.array_equal(ema[k], g[k]) for k in g)
+    # The generator's batch statistics moved away from their initial values.
+    stats = leaves_with_paths(state.model_state["generator"]["batch_stats"])
+    assert any("var" in k and not np.allclose(v, 1.0) for k, v in stats.items())
+    assert int(state.model_state["d_wins_streak"]) >= 0
+
+
+def test_resume_is_bitwise_identical(gan_run, data_dir, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "resumed"
+    shutil.copytree(gan_run[0], workdir)
+    shutil.rmtree(workdir / "checkpoints" / "20")
+    (workdir / "eval.json").unlink()
+    loop.train_and_evaluate(gan_config(data_dir=data_dir), str(workdir),
+                            dcgan_mnist.EXPERIMENT.make_task)
+    assert read_jsonl(workdir / "metrics.jsonl") == read_jsonl(gan_run[0] / "metrics.jsonl")
+    assert timeless(workdir / "eval.json") == timeless(gan_run[0] / "eval.json")
+    assert_trees_bitwise_equal(restore(gan_config(), workdir)[1],
+                               restore(gan_config(), gan_run[0])[1])
+
+
+def test_eval_and_sample_modes(gan_run, data_dir, tmp_path, capsys):
+    import shutil
+
+    workdir = tmp_path / "copy"
+    shutil.copytree(gan_run[0], workdir)
+    (workdir / "eval.json").unlink()
+    args = [f"--workdir={workdir}", "--preset=smoke", *cli_overrides(data_dir)]
+    code, _, err = run_cli(capsys, "dcgan_mnist", args + ["--mode=eval"])
+    assert code == 0, err
+    assert timeless(workdir / "eval.json") == timeless(gan_run[0] / "eval.json")
+    code, _, err = run_cli(capsys, "dcgan_mnist",
+                           args + ["--mode=sample", "--num_samples=12"])
+    assert code == 0, err
+    samples = np.load(workdir / "samples.npy")
+    assert samples.shape == (12, 8, 8, 1)
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
+
+
+def test_n_disc_steps_the_discriminator_more_often(data_dir, tmp_path):
+    config = gan_config(data_dir=data_dir, **{
+        "gan.n_disc": 3, "train.num_steps": 4, "train.log_every": 2,
+        "train.checkpoint_every": 4, "train.eval_every": 100,
+        "eval.sample_quality.num_samples": 0})
+    loop.train_and_evaluate(config, str(tmp_path / "wd"),
+                            dcgan_mnist.EXPERIMENT.make_task)
+    _, state, _ = restore(config, tmp_path / "wd")
+    counts = {player: sorted({int(v) for k, v in leaves_with_paths(
+        state.opt_state[player]).items() if "count" in k})
+              for player in ("generator", "discriminator")}
+    assert counts == {"generator": [4], "discriminator": [12]}
+
+
+def test_eight_devices_match_one_device(gan_run, data_dir, tmp_path):
+    """Batch norm sees the global batch on 8 devices (4 examples each), so
+    the run matches the 1-device run up to float reordering."""
+    config = gan_config(data_dir=data_dir).to_json()
+    script = (
+        "import json, sys, jax\n"
+        "import ml_collections\n"
+        "from experiments import dcgan_mnist\n"
+        "from genjax.train import loop\n"
+        "config = ml_collections.ConfigDict(json.loads(sys.argv[1]))\n"
+        "assert jax.device_count() == 8\n"
+        "loop.train_and_evaluate(config, sys.argv[2], dcgan_mnist.EXPERIMENT.make_task)\n")
+    workdir = tmp_path / "eight"
+    proc = run_python(["-c", script, config, str(workdir)], devices=8, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [r for r in read_jsonl(workdir / "metrics.jsonl") if "train/d_loss" in r]
+    ref = [r for r in read_jsonl(gan_run[0] / "metrics.jsonl") if "train/d_loss" in r]
+    assert len(rows) == len(ref) == 4
+    for row, ref_row in zip(rows, ref):
+        for key in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake",
+                    "train/g_grad_norm"):
+            np.testing.assert_allclose(row[key], ref_row[key], rtol=2e-3,
+                                       err_msg=f"{key} at step {row['step']}")
+
+
+# --------------------------------------------------------------------------
+# Instability, reported.
+
+
+def test_discriminator_winning_outright_stops_with_the_step(data_dir, tmp_path, capsys):
+    workdir = tmp_path / "wd"
+    # A frozen generator (lr 0) against a fast discriminator: D soon wins.
+    code, _, err = run_cli(capsys, "dcgan_mnist", [
+        f"--workdir={workdir}", "--preset=smoke",
+        *cli_overrides(data_dir, **{
+            "train.learning_rate": 0.0, "gan.d_learning_rate": 0.01,
+            "gan.d_wins_threshold": 0.8, "gan.d_wins_patience": 4,
+            "train.num_steps": 200, "train.log_every": 1,
+            "train.checkpoint_every": 2, "train.eval_every": 1000})])
+    assert code == 1
+    line = assert_one_error_line(err, "discriminator has won outright", "since step",
+                                 "gan.d_wins_patience=0")
+    at_step = int(line.split("at step ")[1].split(")")[0])
+    since = int(line.split("since step ")[1].split(" ")[0])
+    assert at_step - since + 1 == 4
+    rows = read_jsonl(workdir / "metrics.jsonl")
+    assert max(r["step"] for r in rows) == at_step - 1
+    assert all(s < at_step for s in ckpt_lib.Checkpointer(str(workdir)).steps())
+
+
+def test_exploding_discriminator_exits_1(data_dir, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "gan_mnist", [
+        f"--workdir={tmp_path / 'wd'}", "--preset=smoke",
+        *cli_overrides(data_dir, **{"gan.d_learning_rate": 1e35})])
+    assert code == 1
+    assert_one_error_line(err, "non-finite train/", "at step", "checkpoint")
+
+
+@pytest.mark.parametrize("metric", ["g_loss", "d_grad_norm"])
+def test_non_finite_player_metric_keeps_last_checkpoint(metric, data_dir, tmp_path,
+                                                        monkeypatch):
+    from genjax.train import step as step_lib
+
+    original = step_lib.make_update_step
+
+    def poisoned(*args, **kwargs):
+        step_fn = original(*args, **kwargs)
+
+        def wrapped(state, batch):
+            state, metrics = step_fn(state, batch)
+            if int(state.step) == 7:  # NaN after the 7th update, outside the jit
+                metrics = dict(metrics, **{metric: np.float32("nan")})
+            return state, metrics
+
+        return wrapped
+
+    monkeypatch.setattr(step_lib, "make_update_step", poisoned)
+    workdir = tmp_path / "wd"
+    config = gan_config(data_dir=data_dir, **{
+        "train.log_every": 4, "train.checkpoint_every": 5,
+        "eval.sample_quality.num_samples": 0,
+        "eval.sample_quality.num_samples_during_training": 0})
+    with pytest.raises(loop.TrainingDiverged) as e:
+        loop.train_and_evaluate(config, str(workdir), dcgan_mnist.EXPERIMENT.make_task)
+    assert (f"non-finite train/{metric} (nan) at step 7; the last good checkpoint "
+            "(step 5) is kept") in str(e.value)
+    assert ckpt_lib.Checkpointer(str(workdir)).steps() == [5]
+    assert [r["step"] for r in read_jsonl(workdir / "metrics.jsonl")] == [4, 5]
+
+
+@pytest.mark.parametrize("loss", ["minimax", "hinge"])
+def test_other_losses_and_r1_train(loss, data_dir, tmp_path):
+    config = gan_config(gan_mnist, data_dir=data_dir, **{
+        "gan.loss": loss, "gan.r1_gamma": 10.0, "train.num_steps": 6,
+        "train.log_every": 3, "train.checkpoint_every": 6,
+        "train.eval_every": 100, "eval.sample_quality.num_samples": 0})
+    loop.train_and_evaluate(config, str(tmp_path / "wd"), gan_mnist.EXPERIMENT.make_task)
+    rows = [r for r in read_jsonl(tmp_path / "wd" / "metrics.jsonl") if "train/r1" in r]
+    assert len(rows) == 2
+    assert all(r["train/r1"] > 0 and np.isfinite(r["train/d_loss"]) for r in rows)
+
+
+@pytest.mark.parametrize("override, named", [
+    ("--config.gan.loss=wasserstein", ["gan.loss='wasserstein'", "hinge"]),
+    ("--config.model.architecture=resnet", ["model.architecture='resnet'", "dcgan"]),
+    ("--config.gan.r1_gamma=1.0", ["model.d_norm=none"]),
+    ("--config.gan.n_disc=0", ["gan.n_disc=0"]),
+])
+def test_config_mistakes_exit_2_and_write_nothing(override, named, data_dir,
+                                                  tmp_path, capsys):
+    workdir = tmp_path / "wd"
+    code, _, err = run_cli(capsys, "dcgan_mnist", [
+        f"--workdir={workdir}", "--preset=smoke", *cli_overrides(data_dir), override])
+    assert code == 2
+    assert_one_error_line(err, *named)
+    assert not workdir.exists()
+
+
+def test_presets_are_complete_recipes():
+    for module in (gan_mnist, dcgan_mnist, dcgan_cifar10):
+        for preset in ("smoke", "cpu", "paper"):
+            config = module.get_config(preset)
+            assert config.gan.loss in adversarial.LOSSES
+            assert config.train.learning_rate > 0
+    assert dcgan_cifar10.get_config("smoke").data.name == "shapes32"
+    assert dcgan_cifar10.get_config("paper").data.name == "cifar10"
+    paper = dcgan_mnist.get_config("paper")
+    assert (paper.train.learning_rate, paper.train.b1) == (2e-4, 0.5)
+    assert json.loads(paper.to_json())["model"]["architecture"] == "dcgan"
+
+
+@pytest.mark.parametrize("shape, cout", [((2, 7, 7, 5), 3), ((1, 4, 6, 2), 1)])
+def test_upsample_conv_equals_the_transposed_convolution(shape, cout):
+    x = jax.random.normal(jax.random.key(0), shape)
+    kernel = jax.random.normal(jax.random.key(1), (4, 4, shape[-1], cout))
+    expected = jax.lax.conv_transpose(x, kernel, (2, 2), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = gan_models.upsample_conv(x, kernel)
+    assert got.shape == (shape[0], 2 * shape[1], 2 * shape[2], cout)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # And one output pixel by the formula of the docstring, by hand.
+    m, n, a, b = 2, 1, 1, 0
+    total = np.zeros(cout)
+    for u in (0, 1):
+        for v in (0, 1):
+            i, j = m - 1 + a + u, n - 1 + b + v
+            if 0 <= i < shape[1] and 0 <= j < shape[2]:
+                total += np.asarray(x[0, i, j]) @ np.asarray(kernel[a + 2 * u, b + 2 * v])
+    np.testing.assert_allclose(got[0, 2 * m + a, 2 * n + b], total, rtol=1e-5, atol=1e-5)
