@@ -22,7 +22,6 @@ was built on, and the paper preset needs an accelerator.
 """
 
 from genjax import cli, registry
-from genjax import config as config_lib
 from genjax.tasks import gan
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -34,16 +33,9 @@ def get_config(preset: str = "cpu"):
     config.model.architecture = "dcgan"
     config.eval.batch_size = 500
     config.sample.num_samples = 100
-    q = config.eval.sample_quality
     if preset == "smoke":
         config.data.name = "shapes32"
-        config.model.features = 8
-        config.model.latents = 16
-        config.train.batch_size = 32
-        config_lib.smoke_schedule(config)
-        q.num_samples = 200
-        q.num_samples_during_training = 100
-        q.kid_subset_size = 100
+        gan.smoke_preset(config)
     elif preset == "cpu":
         config.model.features = 32
         config.train.batch_size = 64

@@ -10,17 +10,24 @@ prepares MNIST from the four idx files:
     python -m experiments.dcgan_mnist --preset=cpu --workdir=/tmp/dcgan_mnist \
         --config.data.manual_dir=../shared/data/mnist
 
-Sample quality (``eval.json``): 10,000 samples against the 10,000 test
-images in the feature space of a LeNet classifier that genjax trains on the
-train split and caches in the data directory; ``eval/fd`` beside
-``eval/fd_floor`` (5,000... see genjax/evaluate/sample_quality.py for the
-protocol), KID, the classifier score (max 10) and mode coverage.
+Sample quality (``eval.json``, the protocol of
+``genjax.evaluate.sample_quality``): 10,000 samples from the EMA generator
+against the 10,000 test images, in the feature space of a LeNet classifier
+that genjax trains on the train split once and caches in the data directory:
+``eval/fd`` beside ``eval/fd_floor`` (10,000 real training images against
+the same test images), KID, the classifier score (at most 10) and mode
+coverage (``eval/classes_hit``, ``eval/class_kl``).
 
-Measured: see the registry entry below (``expected``) and README.
+Measured 2026-11-25 on a 2-core CPU, ``--preset=cpu`` (the command above,
+12,000 steps of 64, about 13 epochs): eval/classifier_score 7.01 (real test
+images: 9.67), eval/classes_hit 10, eval/class_kl 0.054 nats, eval/fd 38.1
+beside eval/fd_floor 1.22, eval/kid 12.1 (floor 0.27); 16 min 01 s end to
+end with the domain classifier already cached (training it once adds about
+80 s). Short of this preset's targets (classifier score 9, class KL 0.05):
+see README. The ``paper`` preset was not run here.
 """
 
 from genjax import cli, registry
-from genjax import config as config_lib
 from genjax.tasks import gan
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -32,26 +39,25 @@ def get_config(preset: str = "cpu"):
     config.model.architecture = "dcgan"
     config.eval.batch_size = 500
     config.sample.num_samples = 100
-    q = config.eval.sample_quality
     if preset == "smoke":
-        config.model.features = 8
-        config.model.latents = 16
-        config.train.batch_size = 32
-        config_lib.smoke_schedule(config)
-        q.num_samples = 200
-        q.num_samples_during_training = 100
-        q.kid_subset_size = 100
+        gan.smoke_preset(config)
     elif preset == "cpu":
         config.model.features = 32
         config.train.batch_size = 64
-        config.train.num_steps = 6000
+        # Five times the paper's learning rate, decayed: measured here to
+        # reach in 2,500 steps what 2e-4 reached in 6,000 (classifier score
+        # 6.4 vs 6.1); the paper preset keeps 2e-4.
+        config.train.learning_rate = 1e-3
+        config.train.lr_schedule = "cosine"
+        config.train.min_lr_ratio = 0.05
+        config.train.num_steps = 12_000
         config.train.log_every = 200
-        config.train.eval_every = 2000
+        config.train.eval_every = 3000
         config.train.checkpoint_every = 1000
     elif preset == "paper":
         # Radford et al. 2015, section 4: minibatches of 128, Adam 2e-4,
-        # beta1 0.5, weights from N(0, 0.02), leaky slope 0.2; the widths of
-        # their figure 1 scaled to 28x28 (128 and 64 channels... of features 64).
+        # beta1 0.5, weights from N(0, 0.02), leaky slope 0.2; their figure
+        # 1's halving widths, from 128 channels at the 7x7 seed.
         config.model.features = 64
         config.train.batch_size = 128
         config.train.num_steps = 25 * 469  # 25 epochs
@@ -71,7 +77,11 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=gan.GANTask,
-    expected={},
+    expected={
+        "cpu": "eval/classifier_score 7.01, classes_hit 10, class_kl 0.054, "
+               "fd 38.1 (floor 1.22), kid 12.1 (floor 0.27) (2026-11-25, "
+               "2-core CPU, 16 min 01 s; targets 9 and 0.05 not yet reached)",
+    },
 ))
 
 if __name__ == "__main__":

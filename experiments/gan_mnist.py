@@ -14,7 +14,6 @@ Measured: see the registry entry below (``expected``) and README.
 """
 
 from genjax import cli, registry
-from genjax import config as config_lib
 from genjax.tasks import gan
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -29,22 +28,13 @@ def get_config(preset: str = "cpu"):
     config.model.maxout_pieces = 5
     config.eval.batch_size = 500
     config.sample.num_samples = 100
-    q = config.eval.sample_quality
     if preset == "smoke":
-        config.model.g_hidden = (64,)
-        config.model.d_hidden = (32,)
-        config.model.maxout_pieces = 2
-        config.model.latents = 16
-        config.train.batch_size = 32
-        config_lib.smoke_schedule(config)
-        q.num_samples = 200
-        q.num_samples_during_training = 100
-        q.kid_subset_size = 100
+        gan.smoke_preset(config)
     elif preset == "cpu":
         config.train.batch_size = 100
-        config.train.num_steps = 30_000
+        config.train.num_steps = 15_000
         config.train.log_every = 500
-        config.train.eval_every = 10_000
+        config.train.eval_every = 5000
         config.train.checkpoint_every = 5000
     elif preset == "paper":
         # Goodfellow et al. 2014's MNIST code (pylearn2 adversarial/mnist.yaml):

@@ -20,6 +20,7 @@ import sys
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -106,6 +107,21 @@ def read_jsonl(path) -> list[dict]:
 def read_json(path) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def data_config(name, **extra):
+    """Returns a config.data block as experiments build it."""
+    config = ml_collections.ConfigDict({"name": name, "data_dir": None,
+                                        "manual_dir": None})
+    for key, value in extra.items():
+        config[key] = value
+    return config
+
+
+def pairs(images_array, labels):
+    """The multiset of (image bytes, label) pairs, order-free."""
+    flat = np.ascontiguousarray(images_array).reshape(len(images_array), -1)
+    return sorted(zip((row.tobytes() for row in flat), (int(v) for v in labels)))
 
 
 # --------------------------------------------------------------------------

@@ -14,9 +14,9 @@ import shutil
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
+from conftest import data_config, pairs
 from PIL import Image
 
 import genjax.data as gd
@@ -36,22 +36,6 @@ needs_mnist = pytest.mark.skipif(
     ),
     reason=f"the MNIST idx files are not in {MNIST_DIR}",
 )
-
-
-def data_config(name, **extra):
-    """Returns a config.data block as experiments build it."""
-    config = ml_collections.ConfigDict(
-        {"name": name, "data_dir": None, "manual_dir": None}
-    )
-    for key, value in extra.items():
-        config[key] = value
-    return config
-
-
-def pairs(images_array, labels):
-    """The multiset of (image bytes, label) pairs, order-free."""
-    flat = np.ascontiguousarray(images_array).reshape(len(images_array), -1)
-    return sorted(zip((row.tobytes() for row in flat), (int(v) for v in labels)))
 
 
 # --------------------------------------------------------------------------

@@ -14,29 +14,15 @@ import sys
 import tarfile
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 
+from conftest import data_config, pairs
 import genjax.data as gd
 from genjax.data import cifar, images, synthetic
 
 COUNTS = {"train": 10, "test": 4}  # 2 records in each of the 5 train files.
 PER_FILE = {"train": 2, "test": 4}
-
-
-def data_config(name, **extra):
-    """Returns a config.data block as experiments build it."""
-    config = ml_collections.ConfigDict({"name": name, "data_dir": None, "manual_dir": None})
-    for key, value in extra.items():
-        config[key] = value
-    return config
-
-
-def pairs(images_array, labels):
-    """The multiset of (image bytes, label) pairs, order-free."""
-    flat = np.ascontiguousarray(images_array).reshape(len(images_array), -1)
-    return sorted(zip((row.tobytes() for row in flat), (int(v) for v in labels)))
 
 
 def as_uint8(float_images):

@@ -69,6 +69,18 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     return config
 
 
+def smoke_preset(config: ml_collections.ConfigDict) -> None:
+    """The ``smoke`` preset of every GAN experiment: tiny models, 20 steps that
+    log, evaluate, sample and checkpoint, and 200 samples judged."""
+    m = config.model
+    m.features, m.latents = 8, 16
+    m.g_hidden, m.d_hidden, m.maxout_pieces = (64,), (32,), 2
+    config.train.batch_size = 32
+    config_lib.smoke_schedule(config)
+    q = config.eval.sample_quality
+    q.num_samples, q.num_samples_during_training, q.kid_subset_size = 200, 100, 100
+
+
 def _check_choice(key: str, value, valid) -> None:
     if value not in valid:
         raise ConfigError(f"{key}={value!r}; valid: {', '.join(valid)}")
@@ -86,6 +98,11 @@ class GANTask(Task):
                 f"the GAN task needs an image dataset; data.name="
                 f"{config.data.name!r} is of kind {dataset_info.kind!r}")
         m, g = config.model, config.gan
+        # --config.model.d_norm=none reaches here as None (the override
+        # parser's spelling of None); both mean "no normalisation".
+        for key in ("g_norm", "d_norm"):
+            if m[key] is None:
+                m[key] = "none"
         _check_choice("model.architecture", m.architecture, gan_models.ARCHITECTURES)
         _check_choice("model.latent_dist", m.latent_dist, LATENT_DISTS)
         _check_choice("model.g_norm", m.g_norm, gan_models.NORMS)
