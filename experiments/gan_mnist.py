@@ -10,7 +10,13 @@ momentum as in the paper's code.
     python -m experiments.gan_mnist --preset=cpu --workdir=/tmp/gan_mnist \
         --config.data.manual_dir=../shared/data/mnist
 
-Measured: see the registry entry below (``expected``) and README.
+Measured 2026-11-25 on a 2-core CPU, ``--preset=cpu`` (the command above,
+15,000 steps of 100, 25 epochs; the protocol of ``dcgan_mnist``):
+eval/classifier_score 7.55 (real test images: 9.67), eval/classes_hit 10,
+eval/class_kl 0.017 nats, eval/fd 27.4 beside eval/fd_floor 1.22, eval/kid
+14.8 (floor 0.27); 17 min 22 s end to end with the domain classifier already
+cached. The score was still rising (6.60 at step 10,000). The ``paper``
+preset was not run here.
 """
 
 from genjax import cli, registry
@@ -65,7 +71,11 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=gan.GANTask,
-    expected={},
+    expected={
+        "cpu": "eval/classifier_score 7.55, classes_hit 10, class_kl 0.017, "
+               "fd 27.4 (floor 1.22), kid 14.8 (floor 0.27) (2026-11-25, "
+               "2-core CPU, 17 min 22 s)",
+    },
 ))
 
 if __name__ == "__main__":
