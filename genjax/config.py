@@ -76,6 +76,12 @@ def base_config(*, data_name: str) -> ml_collections.ConfigDict:
     return config
 
 
+def check_choice(key: str, value, valid) -> None:
+    """Raises ConfigError naming ``key``, its bad ``value`` and the valid ones."""
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r}; valid: {', '.join(valid)}")
+
+
 def smoke_schedule(config: ml_collections.ConfigDict) -> None:
     """Shrinks the schedule for ``smoke`` presets: 20 steps that still log,
     evaluate, sample and checkpoint twice, so tests exercise every path."""

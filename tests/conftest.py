@@ -45,7 +45,11 @@ def digits_config(preset: str = "smoke", **overrides):
     """vae_digits' config for ``preset`` with ``{"train.num_steps": 20}``-style
     overrides given as Python values (set directly, type-checked by
     ml_collections)."""
-    config = vae_digits.get_config(preset)
+    return set_overrides(vae_digits.get_config(preset), overrides)
+
+
+def set_overrides(config, overrides: dict):
+    """Sets ``{"train.num_steps": 20}``-style keys of ``config``; returns it."""
     for key, value in overrides.items():
         node = config
         *parents, leaf = key.split(".")
@@ -71,10 +75,10 @@ def train(config, workdir) -> dict:
     return loop.train_and_evaluate(config, str(workdir), MAKE_TASK)
 
 
-def restore_latest(config, workdir):
+def restore_latest(config, workdir, make_task=MAKE_TASK):
     """``(step, host TrainState, data_state)`` of the newest checkpoint, read
     with the Checkpointer onto this process's (one) device."""
-    run = loop.build(config, str(workdir), MAKE_TASK)
+    run = loop.build(config, str(workdir), make_task)
     try:
         restored = run.checkpointer.restore_latest(run.abstract_state)
     finally:

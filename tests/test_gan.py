@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import (assert_one_error_line, assert_trees_bitwise_equal,
-                      leaves_with_paths, read_json, read_jsonl, run_cli,
-                      run_python)
+                      leaves_with_paths, read_json, read_jsonl, restore_latest,
+                      run_cli, run_python, set_overrides)
 
 from experiments import dcgan_cifar10, dcgan_mnist, gan_mnist
 from genjax.models import gan as gan_models
@@ -167,13 +167,7 @@ DIGITS = {"data.name": "digits", "eval.batch_size": 120,
 
 
 def gan_config(module=dcgan_mnist, data_dir=None, **overrides):
-    config = module.get_config("smoke")
-    for key, value in {**DIGITS, **overrides}.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node[part]
-        setattr(node, leaf, value)
+    config = set_overrides(module.get_config("smoke"), {**DIGITS, **overrides})
     if data_dir is not None:
         config.data.data_dir = str(data_dir)
     return config
@@ -199,13 +193,8 @@ def gan_run(data_dir, tmp_path_factory):
     return workdir, metrics
 
 
-def restore(config, workdir, make_task=dcgan_mnist.EXPERIMENT.make_task):
-    run = loop.build(config, str(workdir), make_task)
-    try:
-        step, state, data_state, _ = run.checkpointer.restore_latest(run.abstract_state)
-    finally:
-        run.checkpointer.close()
-    return step, jax.device_get(state), data_state
+def restore(config, workdir):
+    return restore_latest(config, workdir, dcgan_mnist.EXPERIMENT.make_task)
 
 
 def timeless(path) -> dict:

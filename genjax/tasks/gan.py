@@ -18,7 +18,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from genjax import config as config_lib
-from genjax.config import ConfigError
+from genjax.config import ConfigError, check_choice
 from genjax.evaluate import sample_quality
 from genjax.models import gan as gan_models
 from genjax.objectives import adversarial
@@ -81,11 +81,6 @@ def smoke_preset(config: ml_collections.ConfigDict) -> None:
     q.num_samples, q.num_samples_during_training, q.kid_subset_size = 200, 100, 100
 
 
-def _check_choice(key: str, value, valid) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key}={value!r}; valid: {', '.join(valid)}")
-
-
 class GANTask(Task):
     """A GAN on image data (Goodfellow et al. 2014; Radford et al. 2015)."""
 
@@ -103,11 +98,11 @@ class GANTask(Task):
         for key in ("g_norm", "d_norm"):
             if m[key] is None:
                 m[key] = "none"
-        _check_choice("model.architecture", m.architecture, gan_models.ARCHITECTURES)
-        _check_choice("model.latent_dist", m.latent_dist, LATENT_DISTS)
-        _check_choice("model.g_norm", m.g_norm, gan_models.NORMS)
-        _check_choice("model.d_norm", m.d_norm, gan_models.NORMS)
-        _check_choice("gan.loss", g.loss, adversarial.LOSSES)
+        check_choice("model.architecture", m.architecture, gan_models.ARCHITECTURES)
+        check_choice("model.latent_dist", m.latent_dist, LATENT_DISTS)
+        check_choice("model.g_norm", m.g_norm, gan_models.NORMS)
+        check_choice("model.d_norm", m.d_norm, gan_models.NORMS)
+        check_choice("gan.loss", g.loss, adversarial.LOSSES)
         if g.n_disc < 1:
             raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
         if g.r1_gamma < 0:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.config import ConfigError
+from genjax.config import check_choice
 from genjax.models.vae import ACTIVATIONS, ARCHITECTURES, VAE
 from genjax.objectives import elbo
 from genjax.tasks.base import Task
@@ -30,8 +30,7 @@ class VAETask(Task):
         for key, valid in (("architecture", ARCHITECTURES),
                            ("activation", ACTIVATIONS),
                            ("likelihood", elbo.LIKELIHOODS)):
-            if m[key] not in valid:
-                raise ConfigError(f"model.{key}={m[key]!r}; valid: {', '.join(valid)}")
+            check_choice(f"model.{key}", m[key], valid)
         self.likelihood = m.likelihood
         self.image_shape = tuple(dataset_info.element_spec["image"])
         self.num_dims = int(np.prod(self.image_shape))

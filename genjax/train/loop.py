@@ -165,16 +165,9 @@ def _sample_quality(run: Run, params, protocol, num_samples: int) -> dict:
     their own, so the numbers depend on ``config.seed`` and the protocol only.
     """
     chunk = min(protocol.batch_size, num_samples)
-    if ("sample", chunk) not in run.compiled:
-        run.compiled["sample", chunk] = jax.jit(
-            lambda p, k: run.task.sample_fn(p, k, chunk),
-            out_shardings=step_lib.replicated(run.mesh))
-    fn = run.compiled["sample", chunk]
     key = step_lib.root_key(run.config.seed, "sample_quality")
-    parts = []
-    for i in range(-(-num_samples // chunk)):
-        parts.append(np.asarray(jax.device_get(fn(params, jax.random.fold_in(key, i))),
-                                np.float32))
+    parts = [_draw(run, params, chunk, jax.random.fold_in(key, i))
+             for i in range(-(-num_samples // chunk))]
     samples = np.concatenate(parts)[:num_samples]
     cache_dir = run.config.data.get("data_dir") or default_data_dir()
     result = sample_quality.evaluate_samples(
@@ -183,14 +176,19 @@ def _sample_quality(run: Run, params, protocol, num_samples: int) -> dict:
     return {f"eval/{k}": float(v) for k, v in sorted(result.items())}
 
 
-def _sample(run: Run, params, num_samples: int) -> np.ndarray:
-    key = step_lib.root_key(run.config.seed, "sample")
+def _draw(run: Run, params, num_samples: int, key) -> np.ndarray:
+    """``num_samples`` samples from ``key``, by a sampler compiled once per size."""
     if ("sample", num_samples) not in run.compiled:
         run.compiled["sample", num_samples] = jax.jit(
             lambda p, k: run.task.sample_fn(p, k, num_samples),
             out_shardings=step_lib.replicated(run.mesh))
     fn = run.compiled["sample", num_samples]
     return np.asarray(jax.device_get(fn(params, key)), np.float32)
+
+
+def _sample(run: Run, params, num_samples: int) -> np.ndarray:
+    return _draw(run, params, num_samples,
+                 step_lib.root_key(run.config.seed, "sample"))
 
 
 def write_figures(run: Run, params, step: int, writer: MetricWriter | None,
@@ -289,10 +287,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 pending = []
                 # Checked before any save, so a diverged state never
                 # replaces the last good checkpoint.
-                problem = _divergence(run.task, host, step)
+                problem, advice = _divergence(run.task, host, step)
                 if problem:
                     raise TrainingDiverged(_with_checkpoint_note(
-                        problem, run.checkpointer.latest_step()))
+                        problem, advice, run.checkpointer.latest_step()))
                 scalars = _mean_metrics(host)
                 writer.write_scalars(step, scalars)
                 progress.log(step, {k: scalars[f"train/{k}"]
@@ -335,12 +333,14 @@ def _watched(name: str) -> bool:
     return name == "loss" or name.endswith("_loss") or name.endswith("grad_norm")
 
 
-def _divergence(task, host: list[dict], step: int) -> str | None:
-    """Why training must stop, from the per-step metrics since the last log.
+def _divergence(task, host: list[dict], step: int) -> tuple[str | None, str]:
+    """``(why training must stop or None, advice)`` from the per-step metrics
+    since the last log.
 
     ``host`` holds one dict per step, the last one for ``step``. A
     non-finite gradient with a finite loss corrupts the parameters just as
-    surely, so both are watched; then the task's own check runs.
+    surely, so both are watched; then the task's own check runs (its
+    message carries its own advice).
     """
     first_step = step - len(host) + 1
     for i, metrics in enumerate(host):
@@ -348,17 +348,16 @@ def _divergence(task, host: list[dict], step: int) -> str | None:
             value = float(metrics[name])
             if _watched(name) and not math.isfinite(value):
                 return (f"non-finite train/{name} ({value}) at step "
-                        f"{first_step + i}")
+                        f"{first_step + i}",
+                        "Lower train.learning_rate or set train.grad_clip_norm")
     return task.check_divergence({k: float(v) for k, v in host[-1].items()},
-                                 step)
+                                 step), ""
 
 
-def _with_checkpoint_note(problem: str, latest: int | None) -> str:
+def _with_checkpoint_note(problem: str, advice: str, latest: int | None) -> str:
     kept = (f"the last good checkpoint (step {latest}) is kept"
             if latest is not None else "no checkpoint had been written")
-    return (f"{problem}; {kept}. Lower train.learning_rate or set "
-            "train.grad_clip_norm" if problem.startswith("non-finite")
-            else f"{problem}; {kept}")
+    return f"{problem}; {kept}. {advice}" if advice else f"{problem}; {kept}"
 
 
 def _fmt(scalars: dict[str, float]) -> str:
