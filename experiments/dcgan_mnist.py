@@ -43,6 +43,11 @@ def get_config(preset: str = "cpu"):
         gan.smoke_preset(config)
     elif preset == "cpu":
         config.model.features = 32
+        # InfoGAN's fully connected layers (Chen et al. 2016), narrowed: at
+        # 3,000 steps, classifier score 8.44 with them vs 6.17 without
+        # (2,000 samples); 256 wide scored as 1024 (8.43) at a third of
+        # the step time. Either player alone with it: 7.54 (D) or collapse (G).
+        config.model.dense_hidden = 256
         config.train.batch_size = 64
         # Five times the paper's learning rate, decayed: measured here to
         # reach in 2,500 steps what 2e-4 reached in 6,000 (classifier score

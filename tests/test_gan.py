@@ -145,6 +145,26 @@ def test_dcgan_layout_follows_the_image_size():
     assert params["out"]["kernel"].shape == (4, 4, 8, 3)
 
 
+def test_dense_hidden_and_d_features_shape_the_dcgan():
+    g, d = gan_models.make_models("dcgan", (28, 28, 1), features=8,
+                                  d_features=4, dense_hidden=12)
+    z = jnp.zeros((2, 5))
+    g_vars = g.init(jax.random.key(0), z, train=False)
+    # z -> 12 (batch norm, ReLU) -> the 7x7x16 seed.
+    assert g_vars["params"]["hidden"]["kernel"].shape == (5, 12)
+    assert g_vars["params"]["Dense_0"]["kernel"].shape == (12, 7 * 7 * 16)
+    assert g_vars["batch_stats"]["BatchNorm_0"]["mean"].shape == (12,)
+    x = g.apply(g_vars, z, train=False)
+    d_params = d.init(jax.random.key(1), x, train=False)["params"]
+    # D's own width (4, then 8), then 7*7*8 -> 12 -> logit.
+    assert d_params["down0"]["kernel"].shape == (4, 4, 1, 4)
+    assert d_params["hidden"]["kernel"].shape == (7 * 7 * 8, 12)
+    assert d_params["logit"]["kernel"].shape == (12, 1)
+    g0, d0 = gan_models.make_models("dcgan", (28, 28, 1), features=8)
+    assert "hidden" not in g0.init(jax.random.key(0), z, train=False)["params"]
+    assert "hidden" not in d0.init(jax.random.key(1), x, train=False)["params"]
+
+
 def test_maxout_takes_the_max_of_its_pieces():
     layer = gan_models.Maxout(features=2, pieces=3)
     x = jnp.ones((1, 4))
@@ -401,6 +421,7 @@ def test_other_losses_and_r1_train(loss, data_dir, tmp_path):
     ("--config.model.architecture=resnet", ["model.architecture='resnet'", "dcgan"]),
     ("--config.gan.r1_gamma=1.0", ["model.d_norm=none"]),
     ("--config.gan.n_disc=0", ["gan.n_disc=0"]),
+    ("--config.model.dense_hidden=-1", ["model.dense_hidden=-1", ">= 0"]),
 ])
 def test_config_mistakes_exit_2_and_write_nothing(override, named, data_dir,
                                                   tmp_path, capsys):

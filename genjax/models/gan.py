@@ -9,7 +9,10 @@ Two architectures, for 28x28 grey and 32x32 colour images (any size that a
 * ``dcgan``: Radford et al. 2015: a projected-and-reshaped seed, strided
   transposed convolutions with batch norm and ReLU in the generator, tanh at
   its output; strided convolutions with leaky ReLU (slope 0.2) in the
-  discriminator, batch norm on every layer but its input layer.
+  discriminator, batch norm on every layer but its input layer. Optionally
+  (``dense_hidden``) a fully connected layer before the generator's
+  projection and before the discriminator's logit, as in the MNIST networks
+  of Chen et al. 2016 (InfoGAN).
 
 Images live in [-1, 1] inside the models (the tanh range); tasks convert from
 and to the [0, 1] pixels of the data. Discriminators return one logit per
@@ -189,14 +192,20 @@ class DCGANGenerator(nn.Module):
     image_shape: tuple[int, int, int]
     features: int = 64
     norm: str = "batch"
+    hidden: int = 0  # a fully connected layer before the projection; 0: none
 
     @nn.compact
     def __call__(self, z, train: bool = True):
         height, _, channels = self.image_shape
         side, doublings = seed_size(height)
         width = self.features * 2 ** (doublings - 1)
+        h = z
+        if self.hidden:
+            h = nn.Dense(self.hidden, kernel_init=_DCGAN_INIT,
+                         use_bias=self.norm != "batch", name="hidden")(h)
+            h = nn.relu(_norm(self.norm, train)(h))
         h = nn.Dense(side * side * width, kernel_init=_DCGAN_INIT,
-                     use_bias=self.norm != "batch")(z)
+                     use_bias=self.norm != "batch")(h)
         h = h.reshape((z.shape[0], side, side, width))
         h = nn.relu(_norm(self.norm, train)(h))
         for i in range(doublings - 1):
@@ -212,6 +221,7 @@ class DCGANDiscriminator(nn.Module):
 
     features: int = 64
     norm: str = "batch"
+    hidden: int = 0  # a fully connected layer before the logit; 0: none
 
     @nn.compact
     def __call__(self, x, train: bool = True):
@@ -228,6 +238,10 @@ class DCGANDiscriminator(nn.Module):
             h = nn.leaky_relu(h, 0.2)
             width *= 2
         h = h.reshape((h.shape[0], -1))
+        if self.hidden:
+            h = nn.Dense(self.hidden, kernel_init=_DCGAN_INIT,
+                         use_bias=self.norm != "batch", name="hidden")(h)
+            h = nn.leaky_relu(_norm(self.norm, train)(h), 0.2)
         return nn.Dense(1, kernel_init=_DCGAN_INIT, name="logit")(h)[:, 0]
 
 
@@ -235,15 +249,25 @@ def make_models(architecture: str, image_shape: tuple[int, int, int], *,
                 g_hidden: Sequence[int] = (1200, 1200),
                 d_hidden: Sequence[int] = (240, 240), maxout_pieces: int = 5,
                 d_dropout: float = 0.5, d_input_dropout: float = 0.2,
-                features: int = 64, g_norm: str = "batch",
-                d_norm: str = "batch") -> tuple[nn.Module, nn.Module]:
-    """``(generator, discriminator)`` of ``architecture`` for ``image_shape``."""
+                features: int = 64, d_features: int | None = None,
+                g_norm: str = "batch", d_norm: str = "batch",
+                dense_hidden: int = 0) -> tuple[nn.Module, nn.Module]:
+    """``(generator, discriminator)`` of ``architecture`` for ``image_shape``.
+
+    ``features`` is the DCGAN generator's base width, and the discriminator's
+    too unless ``d_features`` is given. ``dense_hidden`` > 0 adds a fully
+    connected layer of that width before the generator's projection and
+    before the discriminator's logit (the MNIST variant of Chen et al. 2016,
+    InfoGAN, appendix C.1).
+    """
     if architecture == "mlp":
         return (MLPGenerator(tuple(image_shape), tuple(g_hidden)),
                 MLPDiscriminator(tuple(d_hidden), maxout_pieces,
                                  d_input_dropout, d_dropout))
     if architecture == "dcgan":
         seed_size(image_shape[0])  # A clear error for an unreachable size.
-        return (DCGANGenerator(tuple(image_shape), features, g_norm),
-                DCGANDiscriminator(features, d_norm))
+        return (DCGANGenerator(tuple(image_shape), features, g_norm,
+                               dense_hidden),
+                DCGANDiscriminator(d_features or features, d_norm,
+                                   dense_hidden))
     raise ValueError(f"architecture={architecture!r}; valid: {', '.join(ARCHITECTURES)}")

@@ -39,6 +39,11 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     m.latent_dist = "uniform"  # uniform in [-1, 1] (both papers) | normal
     # dcgan: base width (the widest layer has features * 2**(doublings-1)).
     m.features = 64
+    # dcgan: the discriminator's base width; None: the same as features.
+    m.d_features = config_dict.placeholder(int)
+    # dcgan: width of a fully connected layer before G's projection and D's
+    # logit (InfoGAN's MNIST networks, Chen et al. 2016); 0: none (Radford).
+    m.dense_hidden = 0
     m.g_norm = "batch"  # batch | none
     m.d_norm = "batch"  # batch | none
     # mlp (Goodfellow et al. 2014): ReLU generator, maxout discriminator.
@@ -105,6 +110,13 @@ class GANTask(Task):
         check_choice("gan.loss", g.loss, adversarial.LOSSES)
         if g.n_disc < 1:
             raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
+        if m.dense_hidden < 0:
+            raise ConfigError(
+                f"model.dense_hidden={m.dense_hidden} must be >= 0 (0: none)")
+        if m.d_features is not None and m.d_features < 1:
+            raise ConfigError(
+                f"model.d_features={m.d_features} must be at least 1 (or "
+                "unset to use model.features)")
         if g.r1_gamma < 0:
             raise ConfigError(f"gan.r1_gamma={g.r1_gamma} must be >= 0")
         self.d_uses_bn = m.architecture == "dcgan" and m.d_norm == "batch"
@@ -119,7 +131,9 @@ class GANTask(Task):
                 m.architecture, self.image_shape, g_hidden=m.g_hidden,
                 d_hidden=m.d_hidden, maxout_pieces=m.maxout_pieces,
                 d_dropout=m.d_dropout, d_input_dropout=m.d_input_dropout,
-                features=m.features, g_norm=m.g_norm, d_norm=m.d_norm)
+                features=m.features, d_features=m.d_features,
+                dense_hidden=m.dense_hidden,
+                g_norm=m.g_norm, d_norm=m.d_norm)
         except ValueError as e:
             raise ConfigError(f"data.name={config.data.name!r}: {e}") from None
 
