@@ -55,6 +55,8 @@ def test_list_datasets_has_all_builtins():
         "eight_gaussians": "points",
         "checkerboard": "points",
         "swiss_roll": "points",
+        "tiny_shakespeare": "text",
+        "text_file:PATH": "text",
     }
     assert all(description for _, _, description in gd.list_datasets())
 

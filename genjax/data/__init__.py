@@ -19,6 +19,7 @@ from genjax.data.registry import (
 from genjax.data import folder as _folder  # noqa: F401  isort:skip
 from genjax.data import images as _images  # noqa: F401  isort:skip
 from genjax.data import synthetic as _synthetic  # noqa: F401  isort:skip
+from genjax.data import text as _text  # noqa: F401  isort:skip
 from genjax.data import toy2d as _toy2d  # noqa: F401  isort:skip
 
 __all__ = [

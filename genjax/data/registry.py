@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-# 'text' datasets come from a later issue; nothing here may assume images.
+# 'text' datasets are in text.py; nothing here may assume images.
 KINDS = ("image", "points", "text")
 REQUIRED_SPLITS = ("train", "test")
 
@@ -39,7 +39,9 @@ class Dataset:
         same leading length. At least ``"train"`` and ``"test"``. Image
         datasets have ``"image"`` (float32 ``[N, H, W, C]`` in [0, 1]) and,
         when labelled, ``"label"`` (int32 ``[N]``); points datasets have
-        ``"points"`` (float32 ``[N, 2]``) and optionally ``"label"``.
+        ``"points"`` (float32 ``[N, 2]``) and optionally ``"label"``; text
+        datasets have ``"tokens"`` (int32 ``[N]``, one whole split as one
+        token sequence; see ``text.py``).
       element_spec: field name -> shape of one example, e.g.
         ``{"image": (28, 28, 1), "label": ()}``.
       num_classes: the number of label values, or None without labels.
@@ -73,6 +75,8 @@ class Dataset:
             _check_field(where, self.splits, "image", ndim=4, dtype=np.float32)
         if self.kind == "points":
             _check_field(where, self.splits, "points", ndim=2, dtype=np.float32)
+        if self.kind == "text":
+            _check_field(where, self.splits, "tokens", ndim=1, dtype=np.int32)
         if "label" in self.element_spec:
             _check_field(where, self.splits, "label", ndim=1, dtype=np.int32)
             if self.num_classes is None:
@@ -155,7 +159,10 @@ def register_dataset(name: str, kind: str, description: str):
     """Returns a decorator that registers ``loader(data_config) -> Dataset``.
 
     Args:
-      name: the name users put in ``config.data.name``.
+      name: the name users put in ``config.data.name``. A name with a colon,
+        such as ``"text_file:PATH"``, registers a family: the loader serves
+        every name with the same prefix (``text_file:/data/my.txt``) and
+        reads its argument from ``data_config.name``.
       kind: ``"image"``, ``"points"`` or ``"text"``.
       description: one line for ``list_datasets()``.
 
@@ -200,7 +207,7 @@ def load_dataset(data_config) -> Dataset:
         ones) or any problem the loader finds.
     """
     name = data_config.get("name")
-    entry = _REGISTRY.get(name)
+    entry = _lookup(name)
     if entry is None:
         raise DatasetError(
             f"unknown dataset {name!r} (config.data.name); "
@@ -215,6 +222,16 @@ def load_dataset(data_config) -> Dataset:
             f"{dataset!r}, expected a Dataset with name={name!r}, kind={entry.kind!r}"
         )
     return dataset
+
+
+def _lookup(name) -> _Entry | None:
+    """The entry registered as ``name``, or as its family ``prefix:ARG``."""
+    entry = _REGISTRY.get(name)
+    if entry is None and isinstance(name, str) and ":" in name:
+        prefix = name.split(":", 1)[0] + ":"
+        families = [e for n, e in _REGISTRY.items() if n.startswith(prefix)]
+        entry = families[0] if len(families) == 1 else None
+    return entry
 
 
 def list_datasets() -> list[tuple[str, str, str]]:
