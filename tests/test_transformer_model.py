@@ -1,0 +1,244 @@
+"""The GPT model (genjax.models.transformer): shapes, causality, tying,
+initialisation, parameter count, dropout, and cached decoding against the
+full forward pass. Tiny models, one CPU device."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genjax.models import transformer
+
+VOCAB, BLOCK, LAYERS, HEADS, WIDTH = 11, 8, 2, 2, 16
+
+
+def tiny(**overrides) -> transformer.GPT:
+    kwargs = dict(vocab_size=VOCAB, block_size=BLOCK, num_layers=LAYERS,
+                  num_heads=HEADS, width=WIDTH)
+    return transformer.GPT(**{**kwargs, **overrides})
+
+
+def random_tokens(seed: int, batch: int = 3, time: int = BLOCK):
+    return jax.random.randint(jax.random.key(seed), (batch, time), 0, VOCAB)
+
+
+# Jitted: one compilation per model is faster here than op-by-op dispatch.
+@functools.partial(jax.jit, static_argnums=0)
+def _init(model, key):
+    return model.init(key, jnp.zeros((1, 1), jnp.int32), train=False)["params"]
+
+
+def init(model, seed: int = 0):
+    return _init(model, jax.random.key(seed))
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames="train")
+def forward(model, params, tokens, *, train=False, seed=0):
+    return model.apply({"params": params}, tokens, train=train,
+                       rngs={"dropout": jax.random.key(seed)})
+
+
+prefill = jax.jit(transformer.prefill, static_argnums=0)
+decode_step = jax.jit(transformer.decode_step, static_argnums=0)  # pos traced
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+    model = tiny()
+    return model, init(model)
+
+
+def test_logits_shape_and_dtype(model_and_params):
+    model, params = model_and_params
+    for time in (3, BLOCK):
+        logits = forward(model, params, random_tokens(1, 3, time))
+        assert logits.shape == (3, time, VOCAB)
+        assert logits.dtype == jnp.float32
+        assert np.all(np.isfinite(logits))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    model = tiny(dtype=jnp.bfloat16)
+    params = init(model)
+    assert {x.dtype for x in jax.tree_util.tree_leaves(params)} == {jnp.dtype(jnp.float32)}
+    logits = forward(model, params, random_tokens(1))
+    assert logits.dtype == jnp.float32
+    full = forward(tiny(), params, random_tokens(1))
+    np.testing.assert_allclose(logits, full, atol=0.05)
+
+
+def test_causal_changing_token_t_leaves_earlier_logits_unchanged(model_and_params):
+    model, params = model_and_params
+    tokens = random_tokens(2)
+    logits = forward(model, params, tokens)
+    for t in (0, 3, BLOCK - 1):
+        changed = tokens.at[:, t].set((tokens[:, t] + 1) % VOCAB)
+        other = forward(model, params, changed)
+        np.testing.assert_allclose(other[:, :t], logits[:, :t], rtol=0, atol=1e-6)
+        # Not vacuous: the changed position itself (and later ones) do move.
+        assert np.abs(other[:, t:] - logits[:, t:]).max() > 1e-4
+
+
+def test_output_head_is_tied_to_token_embedding(model_and_params):
+    model, params = model_and_params
+    assert set(params) == {"wte", "wpe", "ln_f"} | {f"block_{i}" for i in range(LAYERS)}
+    vocab_sized = [jax.tree_util.keystr(path)
+                   for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+                   if VOCAB in x.shape]
+    assert vocab_sized == ["['wte']['embedding']"]
+
+    tokens = random_tokens(3)
+    logits, state = jax.jit(lambda p, t: model.apply(
+        {"params": p}, t, train=False,
+        capture_intermediates=lambda mdl, _: mdl.name == "ln_f"))(params, tokens)
+    h = state["intermediates"]["ln_f"]["__call__"][0]  # [B*T, W]
+    expected = (h @ params["wte"]["embedding"].T).reshape(logits.shape)
+    np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_gpt2_initialisation():
+    layers, width = 3, 256
+    model = transformer.GPT(vocab_size=VOCAB, block_size=BLOCK, num_layers=layers,
+                            num_heads=4, width=width)
+    params = init(model)
+    residual_std = 0.02 / math.sqrt(2 * layers)
+    block = params["block_2"]
+    expected = {
+        "attn.qkv": (block["attn"]["qkv"]["kernel"], 0.02),
+        "attn.out": (block["attn"]["out"]["kernel"], residual_std),
+        "mlp.fc": (block["mlp"]["fc"]["kernel"], 0.02),
+        "mlp.out": (block["mlp"]["out"]["kernel"], residual_std),
+    }
+    for name, (kernel, std) in expected.items():
+        assert abs(float(jnp.mean(kernel))) < 0.05 * std, name
+        assert float(jnp.std(kernel)) == pytest.approx(std, rel=0.03), name
+    for name in ("wte", "wpe"):  # few entries: a looser tolerance
+        assert float(jnp.std(params[name]["embedding"])) == pytest.approx(0.02, rel=0.15)
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        key = jax.tree_util.keystr(path)
+        if key.endswith("['bias']"):
+            assert not np.any(x), key
+        if key.endswith("['scale']"):
+            np.testing.assert_array_equal(x, 1.0)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_parameter_count_matches_hand_computation(use_bias):
+    model = tiny(use_bias=use_bias)
+    params = init(model)
+    w, b = WIDTH, int(use_bias)
+    per_layer = (
+        w + b * w                             # ln_1: scale (and bias)
+        + w * 3 * w + b * 3 * w               # qkv
+        + w * w + b * w                       # attention output
+        + w + b * w                           # ln_2
+        + w * 4 * w + b * 4 * w               # mlp fc
+        + 4 * w * w + b * w)                  # mlp output
+    expected = (VOCAB * w                     # wte, which is also the head
+                + BLOCK * w                   # wpe
+                + LAYERS * per_layer
+                + w + b * w)                  # ln_f
+    assert transformer.num_params(params) == expected
+    assert transformer.num_params(params, exclude_positions=True) == expected - BLOCK * w
+
+
+def test_parameter_count_of_nanogpt_shakespeare_char():
+    # nanoGPT's config/train_shakespeare_char.py (bias=False in its train.py)
+    # prints "number of parameters: 10.65M" (without position embeddings).
+    model = transformer.GPT(vocab_size=65, block_size=256, num_layers=6,
+                            num_heads=6, width=384, use_bias=False)
+    shapes = jax.eval_shape(lambda: model.init(
+        jax.random.key(0), jnp.zeros((1, 4), jnp.int32), train=False))["params"]
+    assert transformer.num_params(shapes, exclude_positions=True) == 10_646_784
+    assert 12 * 6 * 384 ** 2 + 2 * 6 * 384 + 65 * 384 + 384 == 10_646_784
+
+
+def test_dropout_only_in_training():
+    model = tiny(dropout=0.2)
+    params = init(model, seed=7)
+    tokens = random_tokens(4)
+    apply = lambda train, seed: forward(model, params, tokens, train=train, seed=seed)  # noqa: E731
+    np.testing.assert_array_equal(apply(False, 0), apply(False, 1))
+    np.testing.assert_array_equal(apply(True, 5), apply(True, 5))
+    assert np.abs(apply(True, 5) - apply(True, 6)).max() > 1e-3
+    assert np.abs(apply(True, 5) - apply(False, 5)).max() > 1e-3
+
+
+def test_no_dropout_rng_needed_without_dropout(model_and_params):
+    model, params = model_and_params
+    jax.jit(lambda p, t: model.apply({"params": p}, t, train=True))(params, random_tokens(4))
+
+
+def test_too_long_input_raises_one_line_error_naming_block_size(model_and_params):
+    model, params = model_and_params
+    with pytest.raises(ValueError, match="block_size=8") as info:
+        model.apply({"params": params}, random_tokens(5, 2, BLOCK + 1), train=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="block_size=8"):
+        transformer.prefill(model, params, random_tokens(5, 2, BLOCK + 1),
+                            transformer.init_cache(model, 2))
+
+
+def test_width_not_divisible_by_heads_is_an_error():
+    with pytest.raises(ValueError, match="num_heads=3"):
+        init(tiny(num_heads=3))
+
+
+def test_cache_shape():
+    cache = transformer.init_cache(tiny(), 5)
+    assert cache.k.shape == cache.v.shape == (LAYERS, 5, HEADS, BLOCK, WIDTH // HEADS)
+
+
+@pytest.mark.parametrize("prompt_len", [1, 3])
+def test_cached_decoding_equals_full_forward(prompt_len):
+    # Dropout > 0 in the config: decoding is inference, like train=False.
+    model = tiny(dropout=0.2)
+    params = init(model, seed=7)
+    tokens = random_tokens(8, batch=2)
+    full = forward(model, params, tokens)
+
+    cache = transformer.init_cache(model, 2)
+    logits, cache = prefill(model, params, tokens[:, :prompt_len], cache)
+    steps = [logits]
+    for pos in range(prompt_len, BLOCK):
+        logits, cache = decode_step(model, params, tokens[:, pos], cache, pos)
+        assert logits.shape == (2, VOCAB)
+        steps.append(logits[:, None])
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, rtol=0, atol=1e-5)
+
+    # The cache now holds every position's keys: a prefill of the whole
+    # sequence gives the same cache.
+    _, whole = prefill(model, params, tokens, transformer.init_cache(model, 2))
+    np.testing.assert_allclose(cache.k, whole.k, atol=1e-6)
+    np.testing.assert_allclose(cache.v, whole.v, atol=1e-6)
+
+
+def test_decoding_ignores_stale_cache_entries(model_and_params):
+    # Later positions of a reused cache hold another sequence's keys; they
+    # must be masked out, not attended to.
+    model, params = model_and_params
+    tokens = random_tokens(9, batch=2)
+    _, stale = prefill(model, params, random_tokens(10, batch=2),
+                                   transformer.init_cache(model, 2))
+    logits, _ = prefill(model, params, tokens[:, :4], stale)
+    full = forward(model, params, tokens[:, :4])
+    np.testing.assert_allclose(logits, full, rtol=0, atol=1e-5)
+
+
+def test_decode_past_block_size(model_and_params):
+    model, params = model_and_params
+    cache = transformer.init_cache(model, 2)
+    token = jnp.zeros((2,), jnp.int32)
+    with pytest.raises(ValueError, match="block_size=8") as info:
+        transformer.decode_step(model, params, token, cache, BLOCK)
+    assert "\n" not in str(info.value)
+    # Under jit the position is traced: the overrun shows as NaN logits.
+    logits, _ = decode_step(model, params, token, cache, BLOCK)
+    assert np.all(np.isnan(logits))
+    logits, _ = decode_step(model, params, token, cache, BLOCK - 1)
+    assert np.all(np.isfinite(logits))
