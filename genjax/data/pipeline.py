@@ -191,25 +191,36 @@ class TrainIterator:
             with a different seed, global batch size or dataset size (resuming
             would then silently change the data order).
         """
-        expected = self.get_state()
-        if not isinstance(state, dict) or set(state) != set(expected):
+        self._step = restored_step(
+            "TrainIterator", state, self.get_state(),
+            "resume with the same seed, batch size and dataset")
+
+
+def restored_step(iterator: str, state, expected: dict, fix: str) -> int:
+    """The step of ``state``, an iterator's saved position, once checked
+    against ``expected`` (the restoring iterator's own ``get_state()``): the
+    same keys, and every value but ``"step"`` equal, since resuming another
+    stream would silently change the data. ``fix`` ends the error message.
+
+    Raises:
+      DatasetError: naming ``iterator``, the mismatched key and both values.
+    """
+    where = f"{iterator}.set_state"
+    if not isinstance(state, dict) or set(state) != set(expected):
+        raise DatasetError(
+            f"{where}: state {state!r:.200} is not a {iterator} state like "
+            f"this one's; expected the keys {sorted(expected)}"
+        )
+    for key in sorted(set(expected) - {"step"}):
+        if state[key] != expected[key]:
             raise DatasetError(
-                f"TrainIterator.set_state: state {state!r} is not a TrainIterator "
-                f"state; expected the keys {sorted(expected)}"
+                f"{where}: state has {key}={state[key]!r:.80}, this iterator "
+                f"has {key}={expected[key]!r:.80}; {fix}"
             )
-        for key in ("version", "seed", "global_batch_size", "num_examples"):
-            if state[key] != expected[key]:
-                raise DatasetError(
-                    f"TrainIterator.set_state: state has {key}={state[key]!r}, this "
-                    f"iterator has {key}={expected[key]!r}; resume with the same "
-                    f"seed, batch size and dataset"
-                )
-        step = state["step"]
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise DatasetError(
-                f"TrainIterator.set_state: step={step!r}, expected a non-negative int"
-            )
-        self._step = int(step)
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise DatasetError(f"{where}: step={step!r}, expected a non-negative int")
+    return int(step)
 
 
 def eval_batches(

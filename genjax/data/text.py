@@ -53,6 +53,7 @@ from typing import Iterator
 
 import numpy as np
 
+from genjax.data.pipeline import restored_step
 from genjax.data.registry import Dataset, DatasetError, register_dataset
 
 log = logging.getLogger(__name__)
@@ -682,24 +683,9 @@ class TextTrainIterator:
             with another seed, batch size, block size, data or vocabulary
             (resuming would silently change the data).
         """
-        where = "TextTrainIterator.set_state"
-        expected = self.get_state()
-        if not isinstance(state, dict) or set(state) != set(expected):
-            raise DatasetError(
-                f"{where}: state {state!r:.200} is not a TextTrainIterator state "
-                f"like this one's; expected the keys {sorted(expected)}"
-            )
-        for key in sorted(set(expected) - {"step"}):
-            if state[key] != expected[key]:
-                raise DatasetError(
-                    f"{where}: state has {key}={state[key]!r:.80}, this iterator has "
-                    f"{key}={expected[key]!r:.80}; resume with the same seed, batch "
-                    f"size, block size and text"
-                )
-        step = state["step"]
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise DatasetError(f"{where}: step={step!r}, expected a non-negative int")
-        self._step = int(step)
+        self._step = restored_step(
+            "TextTrainIterator", state, self.get_state(),
+            "resume with the same seed, batch size, block size and text")
 
 
 def tokenizer_from_state(data_state: dict) -> CharTokenizer:
