@@ -39,6 +39,35 @@ def _num_rows(arrays: dict[str, np.ndarray], where: str) -> int:
     return n
 
 
+def process_rows(iterator: str, global_batch_size, seed, process_index,
+                 process_count) -> slice:
+    """This process's rows of every global batch, once the arguments that
+    every training iterator shares are checked.
+
+    Raises:
+      DatasetError: naming ``iterator`` and the bad value: a non-positive
+        batch size or process count, a negative seed, a process index out of
+        range, or a batch size that the processes do not divide.
+    """
+    for key, value in (("global_batch_size", global_batch_size), ("process_count", process_count)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise DatasetError(f"{iterator}: {key}={value!r}, expected a positive int")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DatasetError(f"{iterator}: seed={seed!r}, expected a non-negative int")
+    if not 0 <= process_index < process_count:
+        raise DatasetError(
+            f"{iterator}: process_index={process_index!r}, expected 0 <= "
+            f"process_index < process_count={process_count}"
+        )
+    if global_batch_size % process_count:
+        raise DatasetError(
+            f"{iterator}: global_batch_size={global_batch_size} is not "
+            f"divisible by process_count={process_count}"
+        )
+    per_process = int(global_batch_size) // process_count
+    return slice(process_index * per_process, (process_index + 1) * per_process)
+
+
 class _EpochShuffledIndexBatches:
     """Random-access source: element ``k`` is global index batch ``k`` (int64 [B]).
 
@@ -118,32 +147,17 @@ class TrainIterator:
         import grain
 
         n = _num_rows(arrays, "TrainIterator")
-        for key, value in (("global_batch_size", global_batch_size), ("process_count", process_count)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise DatasetError(f"TrainIterator: {key}={value!r}, expected a positive int")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise DatasetError(f"TrainIterator: seed={seed!r}, expected a non-negative int")
-        if not 0 <= process_index < process_count:
-            raise DatasetError(
-                f"TrainIterator: process_index={process_index!r}, expected 0 <= "
-                f"process_index < process_count={process_count}"
-            )
+        rows = process_rows("TrainIterator", global_batch_size, seed,
+                            process_index, process_count)
         if global_batch_size > n:
             raise DatasetError(
                 f"TrainIterator: global_batch_size={global_batch_size} exceeds the "
                 f"{n} training examples; lower --config.train.batch_size"
             )
-        if global_batch_size % process_count:
-            raise DatasetError(
-                f"TrainIterator: global_batch_size={global_batch_size} is not "
-                f"divisible by process_count={process_count}"
-            )
         self._arrays = dict(arrays)
         self._num_examples = n
         self._global_batch_size = int(global_batch_size)
         self._seed = int(seed)
-        per_process = self._global_batch_size // process_count
-        rows = slice(process_index * per_process, (process_index + 1) * per_process)
         source = _EpochShuffledIndexBatches(n, self._global_batch_size, self._seed)
         # Gathering only this process's rows: each process pays for its share.
         self._dataset = grain.MapDataset.source(source).map(

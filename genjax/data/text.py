@@ -53,7 +53,7 @@ from typing import Iterator
 
 import numpy as np
 
-from genjax.data.pipeline import restored_step
+from genjax.data.pipeline import process_rows, restored_step
 from genjax.data.registry import Dataset, DatasetError, register_dataset
 
 log = logging.getLogger(__name__)
@@ -605,29 +605,16 @@ class TextTrainIterator:
         """
         where = "TextTrainIterator"
         tokens = _tokens_of(arrays, where)
-        self._global_batch_size = _check_positive(where, "global_batch_size", global_batch_size)
-        process_count = _check_positive(where, "process_count", process_count)
+        self._rows = process_rows(where, global_batch_size, seed,
+                                  process_index, process_count)
+        self._global_batch_size = int(global_batch_size)
         self._block_size = _check_positive(where, "block_size", block_size)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise DatasetError(f"{where}: seed={seed!r}, expected a non-negative int")
-        if not 0 <= process_index < process_count:
-            raise DatasetError(
-                f"{where}: process_index={process_index!r}, expected 0 <= "
-                f"process_index < process_count={process_count}"
-            )
-        if self._global_batch_size % process_count:
-            raise DatasetError(
-                f"{where}: global_batch_size={self._global_batch_size} is not "
-                f"divisible by process_count={process_count}"
-            )
         _check_block_size(where, len(tokens), self._block_size)
         if tokenizer is not None and not isinstance(tokenizer, CharTokenizer):
             raise DatasetError(f"{where}: tokenizer must be a CharTokenizer or None")
         self._tokens = tokens
         self._seed = int(seed)
         self._tokenizer = tokenizer
-        per_process = self._global_batch_size // process_count
-        self._rows = slice(process_index * per_process, (process_index + 1) * per_process)
         self._step = 0
 
     def window_starts(self, step: int) -> np.ndarray:
