@@ -21,7 +21,8 @@ What it measures:
   reported as median, p10 and p90 (and the median host time spent on the
   batch). A second pass times ``--steps`` steps without per-step
   synchronisation, as the training loop runs them, and reports the mean.
-* throughput: global batch / median step time.
+* throughput: global batch / median step time; for sequence models (batches
+  of ``inputs`` windows ``[B, T]``) also tokens per second, ``B * T`` per step.
 * FLOPs: XLA's cost analysis of the compiled step. Under SPMD the compiled
   program is the per-device one, so the step's FLOPs are the per-device count
   times the number of devices. XLA counts every op (elementwise ones too),
@@ -253,7 +254,12 @@ def _time_train_step(run, steps: int, warmup: int) -> dict[str, Any]:
                          jax.tree.leaves(run.abstract_state.params)))
 
     # Compile: lower + compile, on the shapes and shardings of real inputs.
-    batch = step_lib.to_global(next(iterator), mesh)
+    host_batch = next(iterator)
+    # Sequence models: every example is a window of tokens.
+    inputs = host_batch.get("inputs")
+    tokens_per_example = (int(inputs.shape[1]) if inputs is not None
+                          and inputs.ndim == 2 else None)
+    batch = step_lib.to_global(host_batch, mesh)
     t0 = time.perf_counter()
     lowered = train_step.lower(state, batch)
     t1 = time.perf_counter()
@@ -296,7 +302,7 @@ def _time_train_step(run, steps: int, warmup: int) -> dict[str, Any]:
     return {"compile": (t0, t1, t2), "flops_per_device": flops_per_device,
             "step_times": step_times, "batch_times": batch_times,
             "pipelined": pipelined, "final_metrics": final_metrics,
-            "num_params": num_params}
+            "num_params": num_params, "tokens_per_example": tokens_per_example}
 
 
 def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
@@ -358,6 +364,8 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
         "batch_seconds_median": _percentile(m["batch_times"], 50),
         "pipelined_step_seconds_mean": m["pipelined"],
         "examples_per_second": batch_size / median,
+        "tokens_per_second": (None if m["tokens_per_example"] is None else
+                              batch_size * m["tokens_per_example"] / median),
         "flops_per_step": flops,
         "flops_per_step_per_device": per_device,
         "achieved_flops_per_second": achieved,
@@ -407,7 +415,9 @@ def format_report(r: dict[str, Any]) -> str:
         f"batch {_ms(r['batch_seconds_median'])})",
         f"  pipelined   {_ms(r['pipelined_step_seconds_mean'])}/step mean, no "
         "per-step sync (as the training loop runs)",
-        f"  throughput  {r['examples_per_second']:,.0f} examples/s",
+        f"  throughput  {r['examples_per_second']:,.0f} examples/s"
+        + ("" if r.get("tokens_per_second") is None else
+           f" ({r['tokens_per_second']:,.0f} tokens/s)"),
     ]
     if r["flops_per_step"] is None:
         lines.append("  FLOPs       n/a (no XLA cost analysis on this backend)")

@@ -2,6 +2,10 @@
 
     python -m experiments.<name> --workdir=DIR [--preset=P]
         [--config.KEY=VALUE ...] [--mode=train|eval|sample] [--num_samples=N]
+        [--prompt=TEXT] [--max_new_tokens=N]
+
+``--prompt`` and ``--max_new_tokens`` (text experiments) set
+``config.sample.prompt`` and ``config.sample.max_new_tokens``.
 
 Usage mistakes (unknown experiment, flag, preset or config key; a value of the
 wrong type; a batch the devices do not divide) print one line naming the bad
@@ -21,7 +25,10 @@ from genjax import registry
 
 MODES = ("train", "eval", "sample")
 USAGE = ("usage: python -m experiments.{name} --workdir=DIR [--preset=P] "
-         "[--config.KEY=VALUE ...] [--mode=train|eval|sample] [--num_samples=N]")
+         "[--config.KEY=VALUE ...] [--mode=train|eval|sample] [--num_samples=N] "
+         "[--prompt=TEXT] [--max_new_tokens=N]")
+# Flags that are spellings of config keys (text experiments' sampling).
+CONFIG_FLAGS = {"prompt": "sample.prompt", "max_new_tokens": "sample.max_new_tokens"}
 
 
 class UsageError(ValueError):
@@ -32,7 +39,7 @@ def parse_args(argv: list[str]) -> tuple[dict, list[tuple[str, str]]]:
     """Splits argv into plain flags and ``(config_key, raw_value)`` overrides."""
     flags: dict[str, str] = {}
     overrides: list[tuple[str, str]] = []
-    valid = ("workdir", "preset", "mode", "num_samples", "help")
+    valid = ("workdir", "preset", "mode", "num_samples", "help") + tuple(CONFIG_FLAGS)
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -52,13 +59,14 @@ def parse_args(argv: list[str]) -> tuple[dict, list[tuple[str, str]]]:
         else:
             raise UsageError(
                 f"unknown flag --{name}; valid: --workdir, --preset, --mode, "
-                "--num_samples, --config.KEY")
+                "--num_samples, --prompt, --max_new_tokens, --config.KEY")
     return flags, overrides
 
 
 def build_config(experiment: registry.Experiment, preset: str,
-                 overrides: list[tuple[str, str]]):
-    """The experiment's config for ``preset`` with ``overrides`` applied."""
+                 overrides: list[tuple[str, str]], flags: dict | None = None):
+    """The experiment's config for ``preset`` with ``overrides`` applied, then
+    the ``CONFIG_FLAGS`` among ``flags``."""
     if preset not in experiment.presets:
         raise UsageError(
             f"unknown preset '{preset}' for {experiment.name}; valid: "
@@ -67,6 +75,18 @@ def build_config(experiment: registry.Experiment, preset: str,
     config_lib.check_required_keys(config, experiment.name)
     for key, raw in overrides:
         config_lib.apply_override(config, key, raw)
+    for flag, key in CONFIG_FLAGS.items():
+        if flag not in (flags or {}):
+            continue
+        group, leaf = key.split(".")
+        if leaf not in config.get(group, {}):
+            raise UsageError(
+                f"--{flag} is for text experiments; {experiment.name} has no "
+                f"config.{key}")
+        if flag == "prompt":  # Verbatim: "none" is a prompt, not None.
+            config[group][leaf] = flags[flag]
+        else:
+            config_lib.apply_override(config, key, flags[flag])
     return config
 
 
@@ -98,14 +118,17 @@ def run(experiment_name: str, argv: list[str]) -> int:
         if "workdir" not in flags:
             raise UsageError("--workdir=DIR is required (where checkpoints, "
                              "metrics and samples go)")
-        try:
-            num_samples = int(flags.get("num_samples", 64))
-        except ValueError:
-            raise UsageError(
-                f"--num_samples={flags['num_samples']}: expected an int") from None
-        if num_samples <= 0:
-            raise UsageError(f"--num_samples={num_samples} must be positive")
-        config = build_config(experiment, flags.get("preset", "cpu"), overrides)
+        num_samples = None  # The mode's default.
+        if "num_samples" in flags:
+            try:
+                num_samples = int(flags["num_samples"])
+            except ValueError:
+                raise UsageError(
+                    f"--num_samples={flags['num_samples']}: expected an int") from None
+            if num_samples <= 0:
+                raise UsageError(f"--num_samples={num_samples} must be positive")
+        config = build_config(experiment, flags.get("preset", "cpu"), overrides,
+                              flags)
         loop.validate(config)
     except (UsageError, config_lib.ConfigError, KeyError, ValueError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -10,6 +10,7 @@ from genjax.data.pipeline import TrainIterator, eval_batches
 from genjax.data.registry import (
     Dataset,
     DatasetError,
+    dataset_kind,
     list_datasets,
     load_dataset,
     register_dataset,
@@ -19,13 +20,14 @@ from genjax.data.registry import (
 from genjax.data import folder as _folder  # noqa: F401  isort:skip
 from genjax.data import images as _images  # noqa: F401  isort:skip
 from genjax.data import synthetic as _synthetic  # noqa: F401  isort:skip
-from genjax.data import text as _text  # noqa: F401  isort:skip
+from genjax.data import text  # noqa: F401  isort:skip
 from genjax.data import toy2d as _toy2d  # noqa: F401  isort:skip
 
 __all__ = [
     "Dataset",
     "DatasetError",
     "TrainIterator",
+    "dataset_kind",
     "eval_batches",
     "list_datasets",
     "load_dataset",

@@ -234,6 +234,13 @@ def _lookup(name) -> _Entry | None:
     return entry
 
 
+def dataset_kind(name) -> str | None:
+    """The kind (``"image"``, ``"points"``, ``"text"``) registered for
+    ``name``, without loading anything; None if ``name`` is unknown."""
+    entry = _lookup(name)
+    return None if entry is None else entry.kind
+
+
 def list_datasets() -> list[tuple[str, str, str]]:
     """Returns ``(name, kind, description)`` for every registered dataset, sorted by name."""
     return [(name, e.kind, e.description) for name, e in sorted(_REGISTRY.items())]

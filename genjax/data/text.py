@@ -537,6 +537,31 @@ def _windows(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> dict[st
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class SavedVocabulary:
+    """What a language model needs of its text dataset, without the text.
+
+    Built from a checkpoint's saved tokenizer (``tokenizer_from_state``) so
+    that sampling reads no data: it has a ``TextDataset``'s ``name``,
+    ``kind``, ``num_classes``, ``element_spec`` and ``tokenizer``, and no
+    splits.
+    """
+
+    name: str
+    tokenizer: CharTokenizer
+    kind: str = "text"
+    element_spec: dict = dataclasses.field(default_factory=lambda: {"tokens": ()})
+
+    @property
+    def num_classes(self) -> int:
+        return self.tokenizer.vocab_size
+
+    def arrays(self, split: str) -> dict[str, np.ndarray]:
+        raise DatasetError(
+            f"dataset {self.name!r} was not loaded (only its vocabulary was "
+            f"read from the checkpoint), so split {split!r} is unavailable")
+
+
 def example_batch(block_size: int, batch_size: int = 1) -> dict[str, np.ndarray]:
     """Zeros shaped like a window batch, for initialising a model's parameters."""
     zeros = np.zeros((batch_size, block_size), np.int32)

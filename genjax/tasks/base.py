@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from genjax import data as data_lib
 from genjax.train import step as step_lib
 from genjax.train.state import TrainState, build_optimizer
 
@@ -75,6 +76,37 @@ class Task(abc.ABC):
         """
         del params, batch, rng
         return {}
+
+    def summarize_eval(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics derived from the averaged ``eval/...`` ones (e.g. perplexity,
+        which is a function of the mean loss, not a mean itself)."""
+        return metrics
+
+    def samples_as_text(self, samples) -> str | None:
+        """``sample_fn``'s output as text, for tasks whose samples are text."""
+        del samples
+        return None
+
+    # ------------------------------------------------------------------
+    # The data the task reads. Defaults: a dataset of examples (images,
+    # points), shuffled in epochs; evaluation over the whole test split.
+
+    def example_batch(self, dataset) -> dict:
+        """Zeros shaped like a batch of one, for ``init_params``."""
+        return {k: np.zeros((1,) + v.shape[1:], v.dtype)
+                for k, v in dataset.arrays("train").items()}
+
+    def make_train_iterator(self, dataset, seed: int, process_index: int,
+                            process_count: int):
+        """This process's training batches, with ``get_state``/``set_state``."""
+        return data_lib.TrainIterator(
+            dataset.arrays("train"), self.config.train.batch_size, seed=seed,
+            process_index=process_index, process_count=process_count)
+
+    def eval_batches(self, dataset, batch_size: int, *, final: bool):
+        """``(global batch, mask)`` pairs that ``eval_fn`` is averaged over."""
+        del final
+        return data_lib.eval_batches(dataset.arrays("test"), batch_size)
 
     # ------------------------------------------------------------------
     # How the task is trained; the defaults are one gradient-descent player.

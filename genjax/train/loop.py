@@ -72,25 +72,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if getattr(t, key) <= 0:
             raise ValueError(f"train.{key}={getattr(t, key)} must be positive")
     build_optimizer(t)  # An unknown optimizer or schedule is a usage error.
+    accum = t.get("grad_accum_steps", 1)
+    if accum < 1 or t.batch_size % accum:
+        raise ValueError(
+            f"train.grad_accum_steps={accum} must be a positive divisor of "
+            f"train.batch_size={t.batch_size}")
     protocol = config.eval.get("sample_quality")
     if protocol is not None:
         sample_quality.validate_protocol(protocol)
     mesh = step_lib.make_mesh()
     step_lib.check_batch_divides(t.batch_size, "train.batch_size", mesh)
+    if accum > 1:
+        step_lib.check_batch_divides(
+            t.batch_size // accum,
+            f"train.batch_size / train.grad_accum_steps (the micro-batch, "
+            f"{t.batch_size}/{accum})", mesh)
     step_lib.check_batch_divides(config.eval.batch_size, "eval.batch_size", mesh)
 
 
 def build(config: ml_collections.ConfigDict, workdir: str,
-          make_task: Callable) -> Run:
-    """Loads the data and builds the task, optimiser, state shapes, manager."""
+          make_task: Callable, dataset=None) -> Run:
+    """Loads the data and builds the task, optimiser, state shapes, manager.
+
+    ``dataset``, if given, is used instead of loading ``config.data`` (e.g.
+    a text dataset's vocabulary read back from a checkpoint, for sampling).
+    """
     validate(config)
     mesh = step_lib.make_mesh()
-    dataset = data_lib.load_dataset(config.data)
+    if dataset is None:
+        dataset = data_lib.load_dataset(config.data)
     task = make_task(config, dataset)
     optimizer, schedule = task.make_optimizer()
-    train_arrays = dataset.arrays("train")
-    example = {k: np.zeros((1,) + v.shape[1:], v.dtype)
-               for k, v in train_arrays.items()}
+    example = task.example_batch(dataset)
 
     def init_state():
         return task.init_state(step_lib.root_key(config.seed, "init"),
@@ -107,12 +120,11 @@ def build(config: ml_collections.ConfigDict, workdir: str,
                abstract, init_state_fn, checkpointer)
 
 
-def make_train_iterator(run: Run) -> data_lib.TrainIterator:
+def make_train_iterator(run: Run):
     """The training batches of ``run``: seeded from ``config.seed`` alone."""
-    return data_lib.TrainIterator(
-        run.dataset.arrays("train"), run.config.train.batch_size,
-        seed=data_seed(run.config.seed), process_index=jax.process_index(),
-        process_count=jax.process_count())
+    return run.task.make_train_iterator(
+        run.dataset, data_seed(run.config.seed), jax.process_index(),
+        jax.process_count())
 
 
 def make_step(run: Run):
@@ -138,9 +150,9 @@ def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
     eval_step = run.compiled["eval", final]
     key = step_lib.root_key(run.config.seed, "eval")
     totals: dict[str, float] = {}
-    arrays = run.dataset.arrays("test")
-    for i, (batch, mask) in enumerate(
-            data_lib.eval_batches(arrays, run.config.eval.batch_size)):
+    batches = run.task.eval_batches(run.dataset, run.config.eval.batch_size,
+                                    final=final)
+    for i, (batch, mask) in enumerate(batches):
         batch, mask = _local_rows(batch, mask)
         sums = eval_step(params, step_lib.to_global(batch, run.mesh),
                          step_lib.to_global(mask, run.mesh),
@@ -149,6 +161,7 @@ def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
             totals[k] = totals.get(k, 0.0) + float(v)
     count = totals.pop("count")
     metrics = {f"eval/{k}": v / count for k, v in sorted(totals.items())}
+    metrics = run.task.summarize_eval(metrics)
     protocol = run.config.eval.get("sample_quality")
     if protocol is not None:
         n = (protocol.num_samples if final
@@ -177,13 +190,16 @@ def _sample_quality(run: Run, params, protocol, num_samples: int) -> dict:
 
 
 def _draw(run: Run, params, num_samples: int, key) -> np.ndarray:
-    """``num_samples`` samples from ``key``, by a sampler compiled once per size."""
+    """``num_samples`` samples from ``key``, by a sampler compiled once per size
+    (float32 images, or integer tokens)."""
     if ("sample", num_samples) not in run.compiled:
         run.compiled["sample", num_samples] = jax.jit(
             lambda p, k: run.task.sample_fn(p, k, num_samples),
             out_shardings=step_lib.replicated(run.mesh))
     fn = run.compiled["sample", num_samples]
-    return np.asarray(jax.device_get(fn(params, key)), np.float32)
+    out = np.asarray(jax.device_get(fn(params, key)))
+    # Images as float32; token ids stay integers.
+    return out.astype(np.float32) if np.issubdtype(out.dtype, np.floating) else out
 
 
 def _sample(run: Run, params, num_samples: int) -> np.ndarray:
@@ -199,13 +215,22 @@ def write_figures(run: Run, params, step: int, writer: MetricWriter | None,
     if jax.process_index() != 0:
         return paths
     samples = _sample(run, params, run.config.sample.num_samples)
-    if samples.ndim == 4:
+    text = run.task.samples_as_text(samples)
+    if text is not None:
+        path = os.path.join(out_dir, f"samples_{tag}.txt")
+        _write_text(path, text)
+        paths.append(path)
+        if writer is not None:
+            writer.write_text(step, "samples", text)
+    elif samples.ndim == 4:
         grid = image_lib.make_grid(samples)
         path = os.path.join(out_dir, f"samples_{tag}.png")
         image_lib.save_png(path, grid)
         paths.append(path)
         if writer is not None:
             writer.write_image(step, "samples", grid)
+    if run.dataset.kind == "text":
+        return paths
     test = run.dataset.arrays("test")
     first = {k: v[:32] for k, v in test.items()}
     figs = run.task.figures(params, first, step_lib.root_key(run.config.seed,
@@ -218,6 +243,15 @@ def write_figures(run: Run, params, step: int, writer: MetricWriter | None,
         if writer is not None:
             writer.write_image(step, name, grid)
     return paths
+
+
+def _write_text(path: str, text: str) -> None:
+    """Writes ``text`` atomically (a temporary file, then a rename)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _write_json(path: str, obj: dict) -> None:
@@ -364,11 +398,29 @@ def _fmt(scalars: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in scalars.items())
 
 
-def _restore_for_inference(config, workdir, make_task) -> tuple[Run, int, Any]:
+def _saved_vocabulary(config, workdir: str):
+    """A text run's vocabulary from its latest checkpoint (no text read);
+    None for other kinds of data."""
+    if data_lib.dataset_kind(config.data.name) != "text":
+        return None
+    checkpointer = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints)
+    try:
+        restored = checkpointer.restore_latest(None)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        return None
+    return data_lib.text.SavedVocabulary(
+        config.data.name, data_lib.text.tokenizer_from_state(restored[2]))
+
+
+def _restore_for_inference(config, workdir, make_task, *,
+                           need_data: bool = True) -> tuple[Run, int, Any]:
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise ckpt_lib.CheckpointError(
             f"no checkpoints in {workdir}; train first with --mode=train")
-    run = build(config, workdir, make_task)
+    dataset = None if need_data else _saved_vocabulary(config, workdir)
+    run = build(config, workdir, make_task, dataset)
     restored = run.checkpointer.restore_latest(run.abstract_state)
     if restored is None:
         raise ckpt_lib.CheckpointError(
@@ -398,9 +450,30 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def sample(config: ml_collections.ConfigDict, workdir: str, make_task: Callable,
-           num_samples: int) -> np.ndarray:
-    """Writes ``samples/sample_mode.png`` and ``samples.npy`` (float32 [N,H,W,C])."""
-    run, step, params = _restore_for_inference(config, workdir, make_task)
+           num_samples: int | None = None):
+    """Samples from the latest checkpoint.
+
+    Images: writes ``samples/sample_mode.png`` and ``samples.npy`` (float32
+    [N,H,W,C]; ``num_samples`` defaults to 64) and returns the array. Text:
+    ``num_samples`` (default ``config.sample.num_samples``) continuations of
+    ``config.sample.prompt``, printed, written to ``samples.txt`` and
+    returned as one string; the vocabulary comes from the checkpoint, so no
+    dataset is read.
+    """
+    run, step, params = _restore_for_inference(config, workdir, make_task,
+                                               need_data=False)
+    if run.dataset.kind == "text":
+        num_samples = num_samples or config.sample.num_samples
+        text = run.task.samples_as_text(_sample(run, params, num_samples))
+        if jax.process_index() == 0:
+            _write_text(os.path.join(workdir, "samples.txt"), text)
+            print(text, end="", flush=True)
+        log.info("wrote %d samples of %d tokens from step %d to %s",
+                 num_samples, config.sample.max_new_tokens, step,
+                 os.path.join(workdir, "samples.txt"))
+        run.checkpointer.close()
+        return text
+    num_samples = num_samples or 64
     samples = _sample(run, params, num_samples)
     if jax.process_index() == 0:
         path = os.path.join(workdir, "samples.npy")

@@ -105,8 +105,50 @@ def ema_update(ema, params, decay: float):
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
+def accumulated_value_and_grad(loss_fn: Callable, accum_steps: int) -> Callable:
+    """``value_and_grad(loss_fn, has_aux=True)`` over ``accum_steps`` micro-batches.
+
+    The batch (leading axis ``B``, divisible by ``accum_steps``) is split into
+    micro-batches that are processed one after another by ``lax.scan``, so
+    only one micro-batch's activations are alive at a time; the loss, the
+    metrics and the gradients are averaged over them, which equals one pass
+    over the whole batch when ``loss_fn`` is a mean over examples. Micro-batch
+    ``j`` holds rows ``j, j + k, j + 2k, ...`` (``k = accum_steps``): each
+    device's contiguous share of a data-sharded batch contributes equally to
+    every micro-batch. Micro-batch ``j`` gets the key ``fold_in(rng, j)``.
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if accum_steps == 1:
+        return grad_fn
+
+    def accumulated(params, batch, rng):
+        def split(x):
+            if x.shape[0] % accum_steps:
+                raise ValueError(
+                    f"batch of {x.shape[0]} does not split into {accum_steps} "
+                    "micro-batches")
+            rows = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
+            return jnp.swapaxes(rows, 0, 1)
+
+        micro = jax.tree.map(split, batch)
+
+        def body(total, xs):
+            j, mb = xs
+            mb = jax.tree.map(shard_batch_axis, mb)
+            out = grad_fn(params, mb, jax.random.fold_in(rng, j))
+            return jax.tree.map(jnp.add, total, out), None
+
+        shapes = jax.eval_shape(grad_fn, params,
+                                jax.tree.map(lambda x: x[0], micro), rng)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        total, _ = jax.lax.scan(body, zeros, (jnp.arange(accum_steps), micro))
+        return jax.tree.map(lambda x: x / accum_steps, total)
+
+    return accumulated
+
+
 def gradient_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
-                    *, ema_decay: float = 0.0) -> Callable:
+                    *, ema_decay: float = 0.0, accum_steps: int = 1) -> Callable:
     """The one-player update: a gradient step on ``loss_fn``.
 
     Args:
@@ -114,12 +156,15 @@ def gradient_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
         the scalar mean over the global batch that is minimised.
       optimizer: the optax transformation.
       ema_decay: if > 0, ``state.ema_params`` tracks the parameters.
+      accum_steps: gradient accumulation: the batch is processed in this
+        many micro-batches (see ``accumulated_value_and_grad``), one
+        optimiser update per step.
 
     Returns:
       ``update(state, batch, rng) -> (state, metrics)`` for ``make_update_step``.
     """
     def update(state: TrainState, batch, rng):
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        grad_fn = accumulated_value_and_grad(loss_fn, accum_steps)
         (loss, metrics), grads = grad_fn(state.params, batch, rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -15,7 +15,7 @@ log = logging.getLogger("genjax")
 
 
 class MetricWriter:
-    """Writes scalars to ``metrics.jsonl`` and TensorBoard, images to both.
+    """Writes scalars to ``metrics.jsonl`` and TensorBoard; images and text to TensorBoard.
 
     Only process 0 writes. ``metrics.jsonl`` has one JSON object per logged
     step: ``{"step": s, "train/loss": ..., "eval/...": ...}``.
@@ -48,6 +48,14 @@ class MetricWriter:
         if not self._active:
             return
         self._tb.add_image(tag, image_hwc, int(step), dataformats="HWC")
+        self._tb.flush()
+
+    def write_text(self, step: int, tag: str, text: str) -> None:
+        """Text (e.g. a language model's samples) for TensorBoard's text tab."""
+        if not self._active:
+            return
+        # TensorBoard renders markdown; a code block keeps line breaks.
+        self._tb.add_text(tag, "```\n" + text + "\n```", int(step))
         self._tb.flush()
 
     def close(self) -> None:

@@ -1,0 +1,91 @@
+"""A character-level GPT on Tiny Shakespeare: nanoGPT's shakespeare_char.
+
+karpathy/nanoGPT's ``config/train_shakespeare_char.py`` in genjax: a
+GPT-2-style decoder (no biases, as nanoGPT's default) trained on random
+windows of the 1,003,854 training characters, AdamW (beta2 0.99, weight
+decay 0.1 on matrices), warmup 100 steps then cosine decay to a tenth,
+clipping at 1.0; validated on nanoGPT's split (the last 10% of the text).
+Offline, the text is read from ``input.txt`` in ``config.data.manual_dir``
+(default: ``../shared/data/tiny_shakespeare`` beside the repository, when it
+exists):
+
+    python -m experiments.gpt_shakespeare_char --preset=cpu \\
+        --workdir=/tmp/gpt_shakespeare_char \\
+        --config.data.manual_dir=../shared/data/tiny_shakespeare
+    python -m experiments.gpt_shakespeare_char --preset=cpu \\
+        --workdir=/tmp/gpt_shakespeare_char --mode=sample \\
+        --prompt="ROMEO:" --max_new_tokens=300
+
+Presets:
+
+* ``paper``: nanoGPT's ``train_shakespeare_char.py``: 6 layers, 6 heads,
+  width 384, block 256, batch 64, dropout 0.2, lr 1e-3 to 1e-4 over 5,000
+  steps; evaluation over 200 random batches every 250 steps (nanoGPT:
+  validation loss 1.4697).
+* ``cpu``: nanoGPT README's CPU run: 4 layers, 4 heads, width 128, block 64,
+  batch 12, 2,000 steps, dropout 0, evaluation over 20 random batches
+  (nanoGPT: about 1.88).
+* ``smoke``: a two-layer model for 20 steps.
+
+The final ``eval/loss`` (nats per token; also ``eval/bits_per_char`` and
+``eval/perplexity``) scores every character of the validation text once, in
+consecutive windows of ``block_size``; evaluations during training use
+nanoGPT's random batches (``eval.num_batches``, same windows every time).
+"""
+
+import pathlib
+
+from genjax import cli, registry
+from genjax.tasks import lm
+
+PRESETS = ("smoke", "cpu", "paper")
+# The offline default for data.manual_dir: the shared data directory beside
+# the repository, when it is there (no copy is made; pass another with
+# --config.data.manual_dir).
+SHARED_TEXT_DIR = (pathlib.Path(__file__).resolve().parents[1].parent
+                   / "shared" / "data" / "tiny_shakespeare")
+
+
+def get_config(preset: str = "cpu"):
+    """The recipe for ``preset``: smoke (seconds), cpu (minutes), paper."""
+    config = lm.base_config("tiny_shakespeare")
+    config.data.split_convention = "nanogpt"
+    if (SHARED_TEXT_DIR / "input.txt").is_file():
+        config.data.manual_dir = str(SHARED_TEXT_DIR)
+    config.train.log_every = 10
+    config.train.eval_every = 250
+    if preset == "smoke":
+        lm.smoke_preset(config)
+    elif preset == "cpu":
+        m = config.model
+        m.block_size, m.num_layers, m.num_heads, m.width = 64, 4, 4, 128
+        m.dropout = 0.0
+        config.train.batch_size = 12
+        config.train.num_steps = 2000
+        config.train.checkpoint_every = 500
+        config.eval.batch_size = 12
+        config.eval.num_batches = 20
+    elif preset == "paper":
+        # nanoGPT config/train_shakespeare_char.py (its defaults above).
+        config.train.batch_size = 64
+        config.train.num_steps = 5000
+        config.train.checkpoint_every = 250
+        config.eval.batch_size = 64
+        config.eval.num_batches = 200
+    else:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return config
+
+
+EXPERIMENT = registry.register(registry.Experiment(
+    name="gpt_shakespeare_char",
+    family="transformer",
+    dataset="tiny_shakespeare",
+    paper="Radford et al. 2019 (GPT-2), as karpathy/nanoGPT's shakespeare_char",
+    get_config=get_config,
+    presets=PRESETS,
+    make_task=lm.LMTask,
+))
+
+if __name__ == "__main__":
+    cli.main("gpt_shakespeare_char")
