@@ -31,6 +31,15 @@ The final ``eval/loss`` (nats per token; also ``eval/bits_per_char`` and
 ``eval/perplexity``) scores every character of the validation text once, in
 consecutive windows of ``block_size``; evaluations during training use
 nanoGPT's random batches (``eval.num_batches``, same windows every time).
+
+Measured 2026-11-25 on a 2-core CPU, ``--preset=cpu`` (the first command
+above): eval/loss 1.9104 nats per token on the whole validation text
+(eval/bits_per_char 2.756, eval/perplexity 6.76; 1.9095 on nanoGPT's 20
+random batches, 1.9096 on 2,000), train loss 1.77 over the last 10 steps;
+3 min 55 s end to end. nanoGPT's README reports about 1.88 for this run; the
+target of 1.88 is not reached. Along the way (20 random batches): 2.449 at
+step 250, 2.069 at 1,000, 1.933 at 1,750. The ``paper`` preset was not run
+here.
 """
 
 import pathlib
@@ -85,6 +94,11 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=lm.LMTask,
+    expected={
+        "cpu": "eval/loss 1.910 nats/token on the whole validation text "
+               "(2.756 bits/char, perplexity 6.76) (2026-11-25, 2-core CPU, "
+               "3 min 55 s; nanoGPT's ~1.88 not reached)",
+    },
 ))
 
 if __name__ == "__main__":

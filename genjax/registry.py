@@ -61,7 +61,7 @@ def load_all() -> dict[str, Experiment]:
     import experiments  # pylint: disable=import-outside-toplevel
 
     for info in pkgutil.iter_modules(experiments.__path__):
-        if not info.name.startswith("_") and info.name != "benchmark":
+        if not info.name.startswith("_") and info.name not in ("benchmark", "torch_baseline"):
             importlib.import_module(f"experiments.{info.name}")
     return dict(_REGISTRY)
 

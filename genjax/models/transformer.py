@@ -80,16 +80,20 @@ def _layer_norm(use_bias: bool, dtype: Dtype, name: str | None = None):
                         name=name)
 
 
-def _attend(q, k, v, mask, dropout: nn.Module, train: bool):
+def _attend(q, k, v, mask, dropout: nn.Module, train: bool, sow=None):
     """Masked softmax attention; q ``[B,H,S,D]``, k and v ``[B,H,T,D]``,
-    mask ``[1,1,S,T]`` (True: may attend) -> ``[B,H,S,D]``."""
+    mask ``[1,1,S,T]`` (True: may attend) -> ``[B,H,S,D]``. ``sow``, if
+    given, receives the attention probabilities ``[B,H,S,T]``."""
     q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
     # Scores and softmax in float32 even for a bfloat16 model. Every row keeps
     # at least its own position, so no row is all masked.
     scores = jnp.einsum("bhsd,bhtd->bhst", q, k,
                         preferred_element_type=jnp.float32)
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-    probs = dropout(jax.nn.softmax(scores, axis=-1), deterministic=not train)
+    probs = jax.nn.softmax(scores, axis=-1)
+    if sow is not None:
+        sow(probs)
+    probs = dropout(probs, deterministic=not train)
     return jnp.einsum("bhst,bhtd->bhsd", probs.astype(v.dtype), v)
 
 
@@ -132,8 +136,11 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self._split_heads(x, batch)
         time = q.shape[2]
         mask = jnp.tril(jnp.ones((time, time), bool))[None, None]
+        # Inspect with model.apply(..., mutable=["intermediates"]): the
+        # probabilities of every layer, ``[B, H, T, T]``; not stored otherwise.
+        sow = lambda p: self.sow("intermediates", "attention", p)  # noqa: E731
         return self._merge_heads(
-            _attend(q, k, v, mask, self.attn_dropout, train), train)
+            _attend(q, k, v, mask, self.attn_dropout, train, sow), train)
 
     def extend(self, x, batch: int, cache: KVCache, pos):
         """Attention for ``S`` new tokens at positions ``pos .. pos+S-1``.
