@@ -43,6 +43,8 @@ Dtype = Any
 
 # GPT-2 initialisation (Radford et al. 2019; nanoGPT ``_init_weights``).
 _INIT_STD = 0.02
+# Added to the scores of masked positions: exp() of it is exactly 0.
+_MASKED = -1e30
 # PyTorch's LayerNorm epsilon, which nanoGPT and GPT-2 use (Flax's is 1e-6).
 _LN_EPSILON = 1e-5
 
@@ -80,6 +82,13 @@ def _layer_norm(use_bias: bool, dtype: Dtype, name: str | None = None):
                         name=name)
 
 
+def gelu(x):
+    """The exact GELU, ``x * Phi(x)``, written with ``lax.erf``: equal to
+    ``nn.gelu(x, approximate=False)`` to float32 rounding, and faster on
+    XLA:CPU (that one goes through ``erfc``, a piecewise approximation)."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(1.0 / math.sqrt(2.0), x.dtype)))
+
+
 def _attend(q, k, v, mask, dropout: nn.Module, train: bool, sow=None):
     """Masked softmax attention; q ``[B,H,S,D]``, k and v ``[B,H,T,D]``,
     mask ``[1,1,S,T]`` (True: may attend) -> ``[B,H,S,D]``. ``sow``, if
@@ -89,7 +98,9 @@ def _attend(q, k, v, mask, dropout: nn.Module, train: bool, sow=None):
     # at least its own position, so no row is all masked.
     scores = jnp.einsum("bhsd,bhtd->bhst", q, k,
                         preferred_element_type=jnp.float32)
-    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    # An additive mask: its gradient is free, where a select's is another
+    # pass over the [B, H, S, T] scores.
+    scores = scores + jnp.where(mask, 0.0, _MASKED).astype(jnp.float32)
     probs = jax.nn.softmax(scores, axis=-1)
     if sow is not None:
         sow(probs)
@@ -176,7 +187,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         h = _dense(4 * self.width, self.use_bias, self.dtype, name="fc")(x)
-        h = nn.gelu(h, approximate=False)
+        h = gelu(h)
         h = _dense(self.width, self.use_bias, self.dtype,
                    std=_INIT_STD / math.sqrt(2 * self.num_layers), name="out")(h)
         return nn.Dropout(self.dropout)(h, deterministic=not train)
