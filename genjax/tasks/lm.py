@@ -275,9 +275,4 @@ def num_params(params) -> int:
     return transformer.num_params(params, exclude_positions=True)
 
 
-def tokens_per_step(config) -> int:
-    return int(config.train.batch_size) * int(config.model.block_size)
-
-
-__all__ = ["LMTask", "base_config", "smoke_preset", "decay_mask", "num_params",
-           "tokens_per_step"]
+__all__ = ["LMTask", "base_config", "smoke_preset", "decay_mask", "num_params"]
