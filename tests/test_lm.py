@@ -372,3 +372,44 @@ def test_presets_follow_nanogpt():
     for config in (cpu, paper):
         assert config.data.split_convention == "nanogpt"
         assert config.model.use_bias is False
+
+
+def _close_rows(rows, ref_rows, rtol):
+    assert [r["step"] for r in rows] == [r["step"] for r in ref_rows]
+    for row, ref in zip(rows, ref_rows):
+        assert row.keys() == ref.keys()
+        for key in row:
+            np.testing.assert_allclose(row[key], ref[key], rtol=rtol, atol=1e-6,
+                                       err_msg=f"{key} at step {row['step']}")
+
+
+@needs_shakespeare
+def test_accumulation_and_eight_devices_match_one_device(lm_run, tmp_path):
+    """Batch 16 in 2 micro-batches on 8 simulated devices (each micro-batch
+    spread over all 8) trains as batch 16 in one piece on one device."""
+    from conftest import run_python
+
+    overrides = {"train.batch_size": 16}
+    one = tmp_path / "one"
+    loop.train_and_evaluate(lm_config(**overrides), str(one), MAKE_TASK)
+    eight = tmp_path / "eight"
+    proc = run_python(["-m", "experiments.gpt_shakespeare_char", "--preset=smoke",
+                       f"--workdir={eight}", f"--config.data.manual_dir={SHAKESPEARE_DIR}",
+                       "--config.train.batch_size=16",
+                       "--config.train.grad_accum_steps=2"], devices=8, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "on 8 device(s)" in proc.stdout
+    _close_rows(read_jsonl(eight / "metrics.jsonl"), read_jsonl(one / "metrics.jsonl"),
+                rtol=2e-4)
+
+
+def test_micro_batch_must_divide_the_devices(tmp_path):
+    from conftest import run_python
+
+    workdir = tmp_path / "wd"
+    proc = run_python(["-m", "experiments.gpt_shakespeare_char", "--preset=smoke",
+                       f"--workdir={workdir}", "--config.train.batch_size=16",
+                       "--config.train.grad_accum_steps=4"], devices=8, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert_one_error_line(proc.stderr, "grad_accum_steps", "16/4", "8 devices")
+    assert not workdir.exists()
