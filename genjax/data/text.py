@@ -731,11 +731,8 @@ def contiguous_eval_batches(
     Raises:
       DatasetError: for bad arguments or a split shorter than ``T + 1``.
     """
-    where = "contiguous_eval_batches"
-    tokens = _tokens_of(arrays, where)
-    batch_size = _check_positive(where, "batch_size", batch_size)
-    block_size = _check_positive(where, "block_size", block_size)
-    _check_block_size(where, len(tokens), block_size)
+    tokens, batch_size, block_size = _eval_arguments(
+        "contiguous_eval_batches", arrays, batch_size, block_size)
     starts = np.arange((len(tokens) - 1) // block_size, dtype=np.int64) * block_size
     return _masked_batches(tokens, starts, batch_size, block_size)
 
@@ -757,16 +754,23 @@ def random_eval_batches(
       DatasetError: for bad arguments or a split shorter than ``T + 1``.
     """
     where = "random_eval_batches"
-    tokens = _tokens_of(arrays, where)
-    batch_size = _check_positive(where, "batch_size", batch_size)
-    block_size = _check_positive(where, "block_size", block_size)
     num_batches = _check_positive(where, "num_batches", num_batches)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DatasetError(f"{where}: seed={seed!r}, expected a non-negative int")
-    _check_block_size(where, len(tokens), block_size)
+    tokens, batch_size, block_size = _eval_arguments(
+        where, arrays, batch_size, block_size)
     starts = np.random.default_rng(int(seed)).integers(
         0, len(tokens) - block_size, size=num_batches * batch_size)
     return _masked_batches(tokens, starts, batch_size, block_size)
+
+
+def _eval_arguments(where: str, arrays, batch_size, block_size):
+    """``(tokens, batch_size, block_size)`` checked for an eval iterator."""
+    tokens = _tokens_of(arrays, where)
+    batch_size = _check_positive(where, "batch_size", batch_size)
+    block_size = _check_positive(where, "block_size", block_size)
+    _check_block_size(where, len(tokens), block_size)
+    return tokens, batch_size, block_size
 
 
 def _masked_batches(tokens, starts, batch_size: int, block_size: int):
