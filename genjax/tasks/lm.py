@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from genjax import config as config_lib
 from genjax.config import ConfigError, check_choice
@@ -39,7 +38,7 @@ from genjax.models import decoding, transformer
 from genjax.objectives import next_token
 from genjax.tasks.base import Task
 from genjax.train import step as step_lib
-from genjax.train.state import learning_rate_schedule
+from genjax.train.state import build_optimizer
 
 FINAL_PROTOCOLS = ("full", "random")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -204,13 +203,7 @@ class LMTask(Task):
             raise ConfigError(
                 f"train.optimizer={t.optimizer!r}; the language-model task uses "
                 "adamw (decay on matrices only)")
-        schedule = learning_rate_schedule(t)
-        parts = []
-        if t.grad_clip_norm > 0:
-            parts.append(optax.clip_by_global_norm(t.grad_clip_norm))
-        parts.append(optax.adamw(schedule, b1=t.b1, b2=t.b2,
-                                 weight_decay=t.weight_decay, mask=decay_mask))
-        return optax.chain(*parts), schedule
+        return build_optimizer(t, decay_mask=decay_mask)
 
     def make_update(self, optimizer):
         return step_lib.gradient_update(

@@ -257,11 +257,7 @@ def _write_text(path: str, text: str) -> None:
 def _write_json(path: str, obj: dict) -> None:
     if jax.process_index() != 0:
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    _write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _restore(run: Run):

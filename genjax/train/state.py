@@ -72,14 +72,18 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
         [optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict):
-    """Returns ``(optimizer, schedule)`` from the ``config.train`` block."""
+def build_optimizer(cfg: ml_collections.ConfigDict, decay_mask=None):
+    """Returns ``(optimizer, schedule)`` from the ``config.train`` block.
+
+    ``decay_mask`` (adamw): a function of the params giving a pytree of bools,
+    True where weight decay applies; None decays every parameter.
+    """
     schedule = learning_rate_schedule(cfg)
     if cfg.optimizer == "adam":
         opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2)
     elif cfg.optimizer == "adamw":
         opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2,
-                          weight_decay=cfg.weight_decay)
+                          weight_decay=cfg.weight_decay, mask=decay_mask)
     elif cfg.optimizer == "adagrad":
         opt = optax.adagrad(schedule)
     elif cfg.optimizer == "sgd":
