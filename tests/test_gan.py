@@ -485,13 +485,17 @@ def test_dcgan_cifar10_smoke_preset_trains_on_colour_shapes(data_dir, tmp_path):
     assert np.asarray(Image.open(grid)).shape[-1] == 3  # colour samples
 
 
-def test_r1_with_a_norm_free_dcgan_from_the_command_line(data_dir, tmp_path, capsys):
+@pytest.mark.parametrize("d_norm", ["none", "spectral"])
+def test_r1_with_a_batch_norm_free_dcgan_from_the_command_line(d_norm, data_dir,
+                                                               tmp_path, capsys):
     """``--config.model.d_norm=none`` (parsed as None) means no batch norm,
-    which R1 needs; the run trains and the penalty is logged."""
+    which R1 needs, and so does ``spectral``; the run trains and the penalty
+    is logged."""
     workdir = tmp_path / "wd"
     code, _, err = run_cli(capsys, "dcgan_mnist", [
         f"--workdir={workdir}", "--preset=smoke",
-        *cli_overrides(data_dir, **{"model.d_norm": "none", "gan.r1_gamma": 1.0,
+        *cli_overrides(data_dir, **{"model.d_norm": d_norm, "gan.r1_gamma": 1.0,
+                                    "gan.loss": "hinge",
                                     "train.num_steps": 4, "train.log_every": 2,
                                     "train.checkpoint_every": 4,
                                     "train.eval_every": 100,
@@ -499,4 +503,39 @@ def test_r1_with_a_norm_free_dcgan_from_the_command_line(data_dir, tmp_path, cap
     assert code == 0, err
     rows = [r for r in read_jsonl(workdir / "metrics.jsonl") if "train/r1" in r]
     assert len(rows) == 2 and all(r["train/r1"] > 0 for r in rows)
-    assert read_json(workdir / "config.json")["model"]["d_norm"] == "none"
+    assert read_json(workdir / "config.json")["model"]["d_norm"] == d_norm
+
+
+def test_spectral_norm_divides_each_discriminator_layer_by_its_top_singular_value():
+    d = gan_models.DCGANDiscriminator(features=4, norm="spectral", hidden=6)
+    x = jax.random.normal(jax.random.key(0), (3, 16, 16, 1))
+    variables = d.init(jax.random.key(1), x, train=False)
+    layers = ("down0", "down1", "hidden", "logit")
+    assert set(variables["params"]) == set(layers)  # no batch norm
+    train_call = jax.jit(lambda v: d.apply(v, x, train=True,
+                                           mutable=["batch_stats"]))
+    for _ in range(50):  # one power iteration per training call
+        _, stats = train_call(variables)
+        variables = {"params": variables["params"], **stats}
+    for name in layers:
+        kernel = np.asarray(variables["params"][name]["kernel"])
+        top = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+        sigma = variables["batch_stats"][f"{name}_spectral"][f"{name}/kernel/sigma"]
+        np.testing.assert_allclose(sigma, top, rtol=1e-3)
+    # Evaluation calls leave the estimates alone.
+    _, stats = d.apply(variables, x, train=False, mutable=["batch_stats"])
+    assert_trees_bitwise_equal(stats["batch_stats"], variables["batch_stats"])
+    # Each layer sees only its weight's direction: scaling every kernel
+    # leaves the logits unchanged (the biases start at zero and leaky ReLU
+    # is positively homogeneous), unlike the same network without the norm.
+    def logits(norm, scale):
+        net = gan_models.DCGANDiscriminator(features=4, norm=norm, hidden=6)
+        params = jax.tree_util.tree_map_with_path(
+            lambda path, p: p * scale if "kernel" in str(path[-1]) else p,
+            variables["params"])
+        extra = {"batch_stats": variables["batch_stats"]} if norm == "spectral" else {}
+        return np.asarray(net.apply({"params": params, **extra}, x, train=True,
+                                    mutable=list(extra))[0])
+    np.testing.assert_allclose(logits("spectral", 3.0), logits("spectral", 1.0),
+                               rtol=1e-4, atol=1e-6)
+    assert not np.allclose(logits("none", 3.0), logits("none", 1.0), rtol=1e-2)

@@ -9,7 +9,9 @@ Two architectures, for 28x28 grey and 32x32 colour images (any size that a
 * ``dcgan``: Radford et al. 2015: a projected-and-reshaped seed, strided
   transposed convolutions with batch norm and ReLU in the generator, tanh at
   its output; strided convolutions with leaky ReLU (slope 0.2) in the
-  discriminator, batch norm on every layer but its input layer. Optionally
+  discriminator, batch norm on every layer but its input layer (or, with
+  ``d_norm='spectral'``, every discriminator layer spectrally normalised,
+  Miyato et al. 2018, and no batch norm). Optionally
   (``dense_hidden``) a fully connected layer before the generator's
   projection and before the discriminator's logit, as in the MNIST networks
   of Chen et al. 2016 (InfoGAN).
@@ -32,7 +34,9 @@ import jax
 import jax.numpy as jnp
 
 ARCHITECTURES = ("mlp", "dcgan")
-NORMS = ("batch", "none")
+G_NORMS = ("batch", "none")
+# The discriminator may also use spectral normalisation (Miyato et al. 2018).
+D_NORMS = ("batch", "none", "spectral")
 
 # DCGAN, section 4: weights from N(0, 0.02).
 _DCGAN_INIT = nn.initializers.normal(0.02)
@@ -217,32 +221,53 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """image -> logit: halving strided convolutions with leaky ReLU (0.2)."""
+    """image -> logit: halving strided convolutions with leaky ReLU (0.2).
+
+    ``norm``: ``batch`` (DCGAN: batch norm after every convolution but the
+    first, and after the hidden dense layer), ``none``, or ``spectral``: each
+    layer's weight divided by its largest singular value, estimated by one
+    power iteration per training call (Miyato et al. 2018). The power
+    iteration's vectors live in the ``batch_stats`` collection and move only
+    when ``train``.
+    """
 
     features: int = 64
     norm: str = "batch"
     hidden: int = 0  # a fully connected layer before the logit; 0: none
 
+    def _layer(self, layer, h, train: bool, name: str):
+        if self.norm == "spectral":
+            return nn.SpectralNorm(layer, name=f"{name}_spectral")(
+                h, update_stats=train)
+        return layer(h)
+
     @nn.compact
     def __call__(self, x, train: bool = True):
         _, doublings = seed_size(x.shape[1])
+        batch_norm = self.norm == "batch"
         h = x
         width = self.features
         for i in range(doublings):
-            h = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME",
-                        kernel_init=_DCGAN_INIT,
-                        use_bias=i == 0 or self.norm != "batch",
-                        name=f"down{i}")(h)
-            if i > 0:  # No batch norm on the input layer (DCGAN, section 3).
-                h = _norm(self.norm, train)(h)
+            conv = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME",
+                           kernel_init=_DCGAN_INIT,
+                           use_bias=i == 0 or not batch_norm,
+                           name=f"down{i}")
+            h = self._layer(conv, h, train, f"down{i}")
+            if i > 0 and batch_norm:  # None on the input layer (DCGAN, section 3).
+                h = _norm("batch", train)(h)
             h = nn.leaky_relu(h, 0.2)
             width *= 2
         h = h.reshape((h.shape[0], -1))
         if self.hidden:
-            h = nn.Dense(self.hidden, kernel_init=_DCGAN_INIT,
-                         use_bias=self.norm != "batch", name="hidden")(h)
-            h = nn.leaky_relu(_norm(self.norm, train)(h), 0.2)
-        return nn.Dense(1, kernel_init=_DCGAN_INIT, name="logit")(h)[:, 0]
+            dense = nn.Dense(self.hidden, kernel_init=_DCGAN_INIT,
+                             use_bias=not batch_norm,
+                             name="hidden")
+            h = self._layer(dense, h, train, "hidden")
+            if batch_norm:
+                h = _norm("batch", train)(h)
+            h = nn.leaky_relu(h, 0.2)
+        logit = nn.Dense(1, kernel_init=_DCGAN_INIT, name="logit")
+        return self._layer(logit, h, train, "logit")[:, 0]
 
 
 def make_models(architecture: str, image_shape: tuple[int, int, int], *,

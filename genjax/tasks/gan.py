@@ -45,7 +45,7 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     # logit (InfoGAN's MNIST networks, Chen et al. 2016); 0: none (Radford).
     m.dense_hidden = 0
     m.g_norm = "batch"  # batch | none
-    m.d_norm = "batch"  # batch | none
+    m.d_norm = "batch"  # batch | none | spectral (Miyato et al. 2018)
     # mlp (Goodfellow et al. 2014): ReLU generator, maxout discriminator.
     m.g_hidden = (1200, 1200)
     m.d_hidden = (240, 240)
@@ -105,8 +105,8 @@ class GANTask(Task):
                 m[key] = "none"
         check_choice("model.architecture", m.architecture, gan_models.ARCHITECTURES)
         check_choice("model.latent_dist", m.latent_dist, LATENT_DISTS)
-        check_choice("model.g_norm", m.g_norm, gan_models.NORMS)
-        check_choice("model.d_norm", m.d_norm, gan_models.NORMS)
+        check_choice("model.g_norm", m.g_norm, gan_models.G_NORMS)
+        check_choice("model.d_norm", m.d_norm, gan_models.D_NORMS)
         check_choice("gan.loss", g.loss, adversarial.LOSSES)
         if g.n_disc < 1:
             raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
