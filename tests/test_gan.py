@@ -89,6 +89,17 @@ def test_r1_penalty_of_a_linear_discriminator():
         float(jnp.sum(w * w)), rel=1e-6)
 
 
+def test_info_loss_by_hand():
+    # Q's probabilities: [1/4, 3/4] and [1/2, 1/2] (a tie: argmax 0).
+    logits = jnp.log(jnp.array([[1.0, 3.0], [2.0, 2.0]]))
+    loss, metrics = adversarial.info_loss(logits, jnp.array([0, 0]))
+    assert float(loss) == pytest.approx(-(math.log(0.25) + math.log(0.5)) / 2, rel=1e-6)
+    assert float(metrics["code_accuracy"]) == 0.5
+    loss, metrics = adversarial.info_loss(logits, jnp.array([1, 0]))
+    assert float(loss) == pytest.approx(-(math.log(0.75) + math.log(0.5)) / 2, rel=1e-6)
+    assert float(metrics["code_accuracy"]) == 1.0
+
+
 def test_unknown_loss_is_named():
     with pytest.raises(ValueError, match="wasserstein.*minimax, non_saturating, hinge"):
         adversarial.generator_loss("wasserstein", jnp.zeros((2,)))
@@ -422,6 +433,8 @@ def test_other_losses_and_r1_train(loss, data_dir, tmp_path):
     ("--config.gan.r1_gamma=1.0", ["model.d_norm=none"]),
     ("--config.gan.n_disc=0", ["gan.n_disc=0"]),
     ("--config.model.dense_hidden=-1", ["model.dense_hidden=-1", ">= 0"]),
+    ("--config.model.code_classes=1", ["model.code_classes=1", "at least 2"]),
+    ("--config.gan.info_weight=-1", ["gan.info_weight=-1", ">= 0"]),
 ])
 def test_config_mistakes_exit_2_and_write_nothing(override, named, data_dir,
                                                   tmp_path, capsys):
@@ -539,3 +552,67 @@ def test_spectral_norm_divides_each_discriminator_layer_by_its_top_singular_valu
     np.testing.assert_allclose(logits("spectral", 3.0), logits("spectral", 1.0),
                                rtol=1e-4, atol=1e-6)
     assert not np.allclose(logits("none", 3.0), logits("none", 1.0), rtol=1e-2)
+
+
+def test_infogan_code_feeds_the_generator_and_is_read_by_q(data_dir, tmp_path):
+    """``model.code_classes``: latents end in a uniform one-hot code, D's Q head
+    reads it back, and the code's cross-entropy enters both players' losses."""
+    config = gan_config(data_dir=data_dir, **{
+        "model.code_classes": 4, "train.num_steps": 4, "train.log_every": 2,
+        "train.checkpoint_every": 4, "train.eval_every": 100,
+        "eval.sample_quality.num_samples": 0})
+    workdir = tmp_path / "wd"
+    loop.train_and_evaluate(config, str(workdir), dcgan_mnist.EXPERIMENT.make_task)
+    rows = [r for r in read_jsonl(workdir / "metrics.jsonl") if "train/info_loss" in r]
+    assert [r["step"] for r in rows] == [2, 4]
+    # InfoGAN's figure: one row per code, the same noise down each column.
+    from PIL import Image
+    grid = np.asarray(Image.open(workdir / "samples" / "codes_final.png"))
+    assert grid.shape[0] < grid.shape[1]  # 4 rows of 10
+    # Q starts near indifferent: about log 4 nats per code.
+    assert all(abs(r["train/info_loss"] - math.log(4)) < 0.1 for r in rows)
+    assert all(0 <= r["train/code_accuracy"] <= 1 for r in rows)
+
+    run = loop.build(config, str(workdir), dcgan_mnist.EXPERIMENT.make_task)
+    run.checkpointer.close()
+    task = run.task
+    latents = config.model.latents
+    z = task.latent(jax.random.key(0), 4000)
+    assert z.shape == (4000, latents + 4)
+    codes = np.asarray(task.codes_of(z))
+    np.testing.assert_array_equal(np.asarray(z[:, latents:]), np.eye(4)[codes])
+    assert np.abs(np.bincount(codes, minlength=4) / 4000 - 0.25).max() < 0.03
+    state = jax.device_get(run.init_state_fn())
+    batch = {"image": jnp.full((8, 8, 8, 1), 0.5)}
+    d_params, g_params = state.params["discriminator"], state.params["generator"]
+    (logits, code_logits), _ = task.discriminate(
+        d_params, state.model_state["discriminator"], batch["image"] * 2 - 1,
+        jax.random.key(1), train=False, with_code=True)
+    assert logits.shape == (8,) and code_logits.shape == (8, 4)
+    images = task.by_code({"generator": g_params,
+                           "generator_state": state.model_state["generator"]},
+                          jax.random.key(3), num_columns=3)
+    assert images.shape == (12, 8, 8, 1)
+    assert not np.allclose(images[0], images[3])  # codes 0 and 1, same noise
+    # The info weight adds exactly the logged cross-entropy to each loss.
+    losses = {}
+    for weight in (0.0, 1.0):
+        config.gan.info_weight = weight
+        d_loss, (metrics, _) = task.d_loss_fn(d_params, g_params, state.model_state,
+                                              batch, jax.random.key(2))
+        g_loss, _ = task.g_loss_fn(g_params, d_params, state.model_state, batch,
+                                   jax.random.key(2))
+        losses[weight] = (float(d_loss), float(g_loss), float(metrics["info_loss"]))
+    info = losses[1.0][2]
+    assert losses[1.0][0] - losses[0.0][0] == pytest.approx(info, rel=1e-5)
+    assert losses[1.0][1] - losses[0.0][1] == pytest.approx(math.log(4), abs=0.1)
+
+
+def test_a_code_needs_the_dcgan(data_dir, tmp_path, capsys):
+    workdir = tmp_path / "wd"
+    code, _, err = run_cli(capsys, "gan_mnist", [
+        f"--workdir={workdir}", "--preset=smoke",
+        *cli_overrides(data_dir, **{"model.code_classes": 10})])
+    assert code == 2
+    assert_one_error_line(err, "model.code_classes=10", "dcgan")
+    assert not workdir.exists()

@@ -234,6 +234,10 @@ class DCGANDiscriminator(nn.Module):
     features: int = 64
     norm: str = "batch"
     hidden: int = 0  # a fully connected layer before the logit; 0: none
+    # InfoGAN's Q head (Chen et al. 2016): logits of a categorical code of
+    # this many classes from the layer before the logit; 0: none. With it the
+    # call returns ``(logit [B], code logits [B, code_classes])``.
+    code_classes: int = 0
 
     def _layer(self, layer, h, train: bool, name: str):
         if self.norm == "spectral":
@@ -267,7 +271,11 @@ class DCGANDiscriminator(nn.Module):
                 h = _norm("batch", train)(h)
             h = nn.leaky_relu(h, 0.2)
         logit = nn.Dense(1, kernel_init=_DCGAN_INIT, name="logit")
-        return self._layer(logit, h, train, "logit")[:, 0]
+        out = self._layer(logit, h, train, "logit")[:, 0]
+        if self.code_classes:
+            return out, nn.Dense(self.code_classes, kernel_init=_DCGAN_INIT,
+                                 name="code")(h)
+        return out
 
 
 def make_models(architecture: str, image_shape: tuple[int, int, int], *,
@@ -276,16 +284,21 @@ def make_models(architecture: str, image_shape: tuple[int, int, int], *,
                 d_dropout: float = 0.5, d_input_dropout: float = 0.2,
                 features: int = 64, d_features: int | None = None,
                 g_norm: str = "batch", d_norm: str = "batch",
-                dense_hidden: int = 0) -> tuple[nn.Module, nn.Module]:
+                dense_hidden: int = 0,
+                code_classes: int = 0) -> tuple[nn.Module, nn.Module]:
     """``(generator, discriminator)`` of ``architecture`` for ``image_shape``.
 
     ``features`` is the DCGAN generator's base width, and the discriminator's
     too unless ``d_features`` is given. ``dense_hidden`` > 0 adds a fully
     connected layer of that width before the generator's projection and
     before the discriminator's logit (the MNIST variant of Chen et al. 2016,
-    InfoGAN, appendix C.1).
+    InfoGAN, appendix C.1); ``code_classes`` > 0 gives the DCGAN
+    discriminator InfoGAN's Q head for a categorical code.
     """
     if architecture == "mlp":
+        if code_classes:
+            raise ValueError("a categorical code (InfoGAN's Q head) needs the "
+                             "dcgan architecture")
         return (MLPGenerator(tuple(image_shape), tuple(g_hidden)),
                 MLPDiscriminator(tuple(d_hidden), maxout_pieces,
                                  d_input_dropout, d_dropout))
@@ -294,5 +307,5 @@ def make_models(architecture: str, image_shape: tuple[int, int, int], *,
         return (DCGANGenerator(tuple(image_shape), features, g_norm,
                                dense_hidden),
                 DCGANDiscriminator(d_features or features, d_norm,
-                                   dense_hidden))
+                                   dense_hidden, code_classes))
     raise ValueError(f"architecture={architecture!r}; valid: {', '.join(ARCHITECTURES)}")

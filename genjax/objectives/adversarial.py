@@ -15,6 +15,12 @@ they are log-likelihoods.
 * hinge (Lim & Ye 2017; Miyato et al. 2018): D minimises
   ``E relu(1 - D(x)) + E relu(1 + D(G(z)))``; G minimises ``-E D(G(z))``.
 
+* info (Chen et al. 2016, InfoGAN, eq. 5, for a categorical code): the
+  cross-entropy of an auxiliary head Q(c | x) on generated images against the
+  code ``c`` they were generated from; minimising it over G and Q maximises
+  the variational lower bound on the mutual information ``I(c; G(z, c))``
+  (up to the constant ``H(c)``).
+
 ``log D = -softplus(-logit)`` and ``log(1 - D) = -softplus(logit)`` keep the
 losses finite for any finite logit.
 """
@@ -97,3 +103,19 @@ def r1_penalty(logit_fn: Callable, real_images):
     grads = jax.grad(lambda x: jnp.sum(logit_fn(x)))(real_images)
     return jnp.mean(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)),
                             axis=1))
+
+
+def info_loss(code_logits, codes):
+    """InfoGAN's loss for a categorical code: ``-E log Q(c | G(z, c))``.
+
+    Args:
+      code_logits: ``[B, K]``, Q's logits on generated images.
+      codes: ``[B]`` int, the codes those images were generated from.
+
+    Returns ``(loss in nats, metrics)``; metrics hold ``code_accuracy``, the
+    fraction of images whose argmax under Q is their code.
+    """
+    log_q = jax.nn.log_softmax(code_logits, axis=-1)
+    loss = -jnp.mean(jnp.take_along_axis(log_q, codes[:, None], axis=-1))
+    accuracy = jnp.mean((jnp.argmax(code_logits, axis=-1) == codes).astype(jnp.float32))
+    return loss, {"info_loss": loss, "code_accuracy": accuracy}

@@ -7,6 +7,13 @@ sample-quality metrics (``genjax.evaluate.sample_quality``) configured in
 losses, ``D(x)``, ``D(G(z))`` and both players' gradient norms are logged,
 and a discriminator that wins outright for ``gan.d_wins_patience``
 consecutive steps stops the run with a message naming the step.
+
+With ``model.code_classes`` > 0 the GAN is an InfoGAN (Chen et al. 2016):
+the generator's latent ends in a uniformly drawn one-hot code, the
+discriminator has a second head Q(c | x), and ``gan.info_weight`` times Q's
+cross-entropy on generated images is added to both players' losses. No
+labels are used; the code is free to capture whatever discrete factor helps,
+on MNIST mostly the digit class.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     m.dense_hidden = 0
     m.g_norm = "batch"  # batch | none
     m.d_norm = "batch"  # batch | none | spectral (Miyato et al. 2018)
+    # dcgan: classes of InfoGAN's categorical code (Chen et al. 2016): G gets
+    # a uniform one-hot code beside the noise and D a head Q(c | x); 0: none.
+    m.code_classes = 0
     # mlp (Goodfellow et al. 2014): ReLU generator, maxout discriminator.
     m.g_hidden = (1200, 1200)
     m.d_hidden = (240, 240)
@@ -57,6 +67,9 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     g.loss = "non_saturating"  # minimax | non_saturating | hinge
     g.n_disc = 1  # discriminator steps per generator step
     g.r1_gamma = 0.0  # R1 penalty weight on real data; 0 disables
+    # InfoGAN's lambda: weight of the code's cross-entropy in both players'
+    # losses (used when model.code_classes > 0).
+    g.info_weight = 1.0
     # The discriminator's learning rate; None: the same as train.learning_rate.
     g.d_learning_rate = config_dict.placeholder(float)
     # "Wins outright": D(x) > threshold and D(G(z)) < 1 - threshold.
@@ -117,6 +130,16 @@ class GANTask(Task):
             raise ConfigError(
                 f"model.d_features={m.d_features} must be at least 1 (or "
                 "unset to use model.features)")
+        if m.code_classes < 0 or m.code_classes == 1:
+            raise ConfigError(
+                f"model.code_classes={m.code_classes} must be 0 (no code) or at "
+                "least 2")
+        if m.code_classes and m.architecture != "dcgan":
+            raise ConfigError(
+                f"model.code_classes={m.code_classes} needs model.architecture="
+                f"'dcgan' (got {m.architecture!r}); set model.code_classes=0")
+        if g.info_weight < 0:
+            raise ConfigError(f"gan.info_weight={g.info_weight} must be >= 0")
         if g.r1_gamma < 0:
             raise ConfigError(f"gan.r1_gamma={g.r1_gamma} must be >= 0")
         self.d_uses_bn = m.architecture == "dcgan" and m.d_norm == "batch"
@@ -132,7 +155,7 @@ class GANTask(Task):
                 d_hidden=m.d_hidden, maxout_pieces=m.maxout_pieces,
                 d_dropout=m.d_dropout, d_input_dropout=m.d_input_dropout,
                 features=m.features, d_features=m.d_features,
-                dense_hidden=m.dense_hidden,
+                dense_hidden=m.dense_hidden, code_classes=m.code_classes,
                 g_norm=m.g_norm, d_norm=m.d_norm)
         except ValueError as e:
             raise ConfigError(f"data.name={config.data.name!r}: {e}") from None
@@ -141,11 +164,24 @@ class GANTask(Task):
     # The two models as pure functions of (params, collections).
 
     def latent(self, rng, num: int):
-        """``num`` draws of the prior p(z), ``[num, latents]``."""
-        shape = (num, self.config.model.latents)
-        if self.config.model.latent_dist == "uniform":
-            return jax.random.uniform(rng, shape, minval=-1.0, maxval=1.0)
-        return jax.random.normal(rng, shape)
+        """``num`` draws of the prior p(z), ``[num, latents + code_classes]``:
+        the noise, then (InfoGAN) a uniformly drawn one-hot code."""
+        m = self.config.model
+        noise_rng, code_rng = jax.random.split(rng)
+        shape = (num, m.latents)
+        if m.latent_dist == "uniform":
+            z = jax.random.uniform(noise_rng, shape, minval=-1.0, maxval=1.0)
+        else:
+            z = jax.random.normal(noise_rng, shape)
+        if not m.code_classes:
+            return z
+        codes = jax.random.randint(code_rng, (num,), 0, m.code_classes)
+        return jnp.concatenate(
+            [z, jax.nn.one_hot(codes, m.code_classes, dtype=z.dtype)], axis=1)
+
+    def codes_of(self, z):
+        """The categorical codes ``[B]`` of latents drawn by ``latent``."""
+        return jnp.argmax(z[:, self.config.model.latents:], axis=1)
 
     def generate(self, g_params, g_state, z, *, train: bool):
         """``(images in [-1, 1], new collections)``."""
@@ -155,15 +191,23 @@ class GANTask(Task):
                                         mutable=list(g_state))
         return self.generator.apply(variables, z, train=train), g_state
 
-    def discriminate(self, d_params, d_state, x, rng, *, train: bool):
-        """``(logits [B], new collections)`` of images ``x`` in [-1, 1]."""
+    def discriminate(self, d_params, d_state, x, rng, *, train: bool,
+                     with_code: bool = False):
+        """``(logits [B], new collections)`` of images ``x`` in [-1, 1].
+
+        With ``with_code`` (and ``model.code_classes`` > 0), the first element
+        is ``(logits [B], code logits [B, code_classes])``.
+        """
         variables = {"params": d_params, **d_state}
         rngs = {"dropout": rng}
         if train and d_state:
-            return self.discriminator.apply(variables, x, train=True, rngs=rngs,
-                                            mutable=list(d_state))
-        return self.discriminator.apply(variables, x, train=train,
-                                        rngs=rngs), d_state
+            out, d_state = self.discriminator.apply(
+                variables, x, train=True, rngs=rngs, mutable=list(d_state))
+        else:
+            out = self.discriminator.apply(variables, x, train=train, rngs=rngs)
+        if self.config.model.code_classes and not with_code:
+            out = out[0]
+        return out, d_state
 
     # ------------------------------------------------------------------
     # Task interface.
@@ -171,7 +215,8 @@ class GANTask(Task):
     def init_params(self, rng, example_batch):
         """``{'generator': variables, 'discriminator': variables}`` (all collections)."""
         g_rng, d_rng, drop_rng = jax.random.split(rng, 3)
-        z = jnp.zeros((1, self.config.model.latents), jnp.float32)
+        m = self.config.model
+        z = jnp.zeros((1, m.latents + m.code_classes), jnp.float32)
         g_vars = self.generator.init(g_rng, z, train=False)
         x = jnp.zeros((1,) + self.image_shape, jnp.float32)
         d_vars = self.discriminator.init({"params": d_rng, "dropout": drop_rng},
@@ -195,25 +240,38 @@ class GANTask(Task):
             optimizer, train_rng, use_ema=self.config.train.ema_decay > 0)
 
     def _fake(self, g_params, g_state, rng, num: int, *, train: bool):
+        """``(images, new collections, latents)`` of ``num`` new draws."""
         z = step_lib.shard_batch_axis(self.latent(rng, num))
-        return self.generate(g_params, g_state, z, train=train)
+        return self.generate(g_params, g_state, z, train=train) + (z,)
+
+    def _info_term(self, code_logits, z, loss, metrics):
+        """Adds InfoGAN's weighted code cross-entropy to ``loss``/``metrics``."""
+        info, info_metrics = adversarial.info_loss(code_logits, self.codes_of(z))
+        return (loss + self.config.gan.info_weight * info,
+                dict(metrics, **info_metrics))
 
     def d_loss_fn(self, d_params, g_params, model_state, batch, rng):
         """The discriminator's loss (``two_player_update``'s ``d_loss_fn``)."""
         z_rng, real_rng, fake_rng = jax.random.split(rng, 3)
         real = batch["image"] * 2.0 - 1.0
-        fake, _ = self._fake(g_params, model_state["generator"], z_rng,
-                             real.shape[0], train=True)
+        fake, _, z = self._fake(g_params, model_state["generator"], z_rng,
+                                real.shape[0], train=True)
         fake = jax.lax.stop_gradient(fake)
+        coded = bool(self.config.model.code_classes)
         # Real and generated batches go through D separately, as in DCGAN,
         # so batch norm never mixes them.
         d_state = model_state["discriminator"]
         real_logits, d_state = self.discriminate(d_params, d_state, real,
                                                  real_rng, train=True)
         fake_logits, d_state = self.discriminate(d_params, d_state, fake,
-                                                 fake_rng, train=True)
+                                                 fake_rng, train=True,
+                                                 with_code=coded)
+        if coded:
+            fake_logits, code_logits = fake_logits
         loss, metrics = adversarial.discriminator_loss(
             self.config.gan.loss, real_logits, fake_logits)
+        if coded:  # Q's head and D's body learn to read the code.
+            loss, metrics = self._info_term(code_logits, z, loss, metrics)
         gamma = self.config.gan.r1_gamma
         if gamma > 0:
             r1 = adversarial.r1_penalty(
@@ -226,12 +284,17 @@ class GANTask(Task):
     def g_loss_fn(self, g_params, d_params, model_state, batch, rng):
         """The generator's loss (``two_player_update``'s ``g_loss_fn``)."""
         z_rng, d_rng = jax.random.split(rng)
-        fake, g_state = self._fake(g_params, model_state["generator"], z_rng,
-                                   batch["image"].shape[0], train=True)
+        fake, g_state, z = self._fake(g_params, model_state["generator"], z_rng,
+                                      batch["image"].shape[0], train=True)
+        coded = bool(self.config.model.code_classes)
         # D's batch statistics move only in D's own steps.
         logits, _ = self.discriminate(d_params, model_state["discriminator"],
-                                      fake, d_rng, train=True)
+                                      fake, d_rng, train=True, with_code=coded)
+        if coded:
+            logits, code_logits = logits
         loss, metrics = adversarial.generator_loss(self.config.gan.loss, logits)
+        if coded:  # G makes its code readable (InfoGAN); D's step logs it.
+            loss, _ = self._info_term(code_logits, z, loss, metrics)
         return loss, (metrics, dict(model_state, generator=g_state))
 
     def make_update(self, optimizer):
@@ -269,8 +332,8 @@ class GANTask(Task):
         del final
         z_rng, d_rng = jax.random.split(rng)
         real = batch["image"] * 2.0 - 1.0
-        fake, _ = self._fake(params["generator"], params["generator_state"],
-                             z_rng, real.shape[0], train=False)
+        fake, _, _ = self._fake(params["generator"], params["generator_state"],
+                                z_rng, real.shape[0], train=False)
         d_state = params["discriminator_state"]
         real_logits, _ = self.discriminate(params["discriminator"], d_state, real,
                                            d_rng, train=False)
@@ -280,8 +343,8 @@ class GANTask(Task):
                 "d_fake": jax.nn.sigmoid(fake_logits)}
 
     def sample_fn(self, params, rng, num_samples):
-        x, _ = self._fake(params["generator"], params["generator_state"], rng,
-                          num_samples, train=False)
+        x, _, _ = self._fake(params["generator"], params["generator_state"], rng,
+                             num_samples, train=False)
         return (x + 1.0) * 0.5
 
     def interpolate(self, params, rng, num_pairs: int = 4, num_steps: int = 10):
@@ -294,6 +357,21 @@ class GANTask(Task):
                              z.reshape(num_pairs * num_steps, -1), train=False)
         return (x + 1.0) * 0.5
 
+    def by_code(self, params, rng, num_columns: int = 10):
+        """InfoGAN's figure: row ``k`` holds code ``k``, column ``j`` the same
+        noise in every row, ``[code_classes * num_columns, H, W, C]``."""
+        m = self.config.model
+        noise = self.latent(rng, num_columns)[:, :m.latents]
+        codes = jnp.repeat(jnp.eye(m.code_classes, dtype=noise.dtype),
+                           num_columns, axis=0)
+        z = jnp.concatenate([jnp.tile(noise, (m.code_classes, 1)), codes], axis=1)
+        x, _ = self.generate(params["generator"], params["generator_state"], z,
+                             train=False)
+        return (x + 1.0) * 0.5
+
     def figures(self, params, batch, rng):
         del batch
-        return {"interpolation": (np.asarray(self.interpolate(params, rng)), 10)}
+        figures = {"interpolation": (np.asarray(self.interpolate(params, rng)), 10)}
+        if self.config.model.code_classes:
+            figures["codes"] = (np.asarray(self.by_code(params, rng)), 10)
+        return figures
