@@ -167,7 +167,9 @@ class GANTask(Task):
         """``num`` draws of the prior p(z), ``[num, latents + code_classes]``:
         the noise, then (InfoGAN) a uniformly drawn one-hot code."""
         m = self.config.model
-        noise_rng, code_rng = jax.random.split(rng)
+        # Without a code the noise comes from rng itself, so runs without one
+        # draw the same latents as before codes existed.
+        noise_rng, code_rng = jax.random.split(rng) if m.code_classes else (rng, None)
         shape = (num, m.latents)
         if m.latent_dist == "uniform":
             z = jax.random.uniform(noise_rng, shape, minval=-1.0, maxval=1.0)
