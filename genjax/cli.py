@@ -1,7 +1,7 @@
 """The command line every experiment shares.
 
     python -m experiments.<name> --workdir=DIR [--preset=P]
-        [--config.KEY=VALUE ...] [--mode=train|eval|sample] [--num_samples=N]
+        [--config.KEY=VALUE ...] [--mode=train|eval|sample|inpaint] [--num_samples=N]
         [--prompt=TEXT] [--max_new_tokens=N]
 
 ``--prompt`` and ``--max_new_tokens`` (text experiments) set
@@ -23,9 +23,9 @@ import sys
 from genjax import config as config_lib
 from genjax import registry
 
-MODES = ("train", "eval", "sample")
+MODES = ("train", "eval", "sample", "inpaint")
 USAGE = ("usage: python -m experiments.{name} --workdir=DIR [--preset=P] "
-         "[--config.KEY=VALUE ...] [--mode=train|eval|sample] [--num_samples=N] "
+         "[--config.KEY=VALUE ...] [--mode=train|eval|sample|inpaint] [--num_samples=N] "
          "[--prompt=TEXT] [--max_new_tokens=N]")
 # Flags that are spellings of config keys (text experiments' sampling).
 CONFIG_FLAGS = {"prompt": "sample.prompt", "max_new_tokens": "sample.max_new_tokens"}
@@ -142,6 +142,8 @@ def run(experiment_name: str, argv: list[str]) -> int:
             loop.train_and_evaluate(config, workdir, make_task)
         elif mode == "eval":
             loop.evaluate(config, workdir, make_task)
+        elif mode == "inpaint":
+            loop.inpaint(config, workdir, make_task)
         else:
             loop.sample(config, workdir, make_task, num_samples)
     except config_lib.ConfigError as e:  # Found by the task, before writing.

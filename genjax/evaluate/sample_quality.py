@@ -256,6 +256,8 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
     """
     start = time.perf_counter()
     p = _resolve_protocol(protocol)
+    if getattr(dataset, "kind", None) == "points":
+        return evaluate_points(samples, dataset, p, seed=seed)
     _check_dataset(dataset, p)
     samples = _check_samples(samples, dataset)
     n = samples.shape[0]
@@ -316,6 +318,55 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
     if p["inception_weights"]:
         results.update(_inception_fd(samples, floor_images, cache, p, ref_images, n, seed))
     logger.debug("genjax: evaluated %d samples in %.1f s", n, time.perf_counter() - start)
+    return {key: float(value) for key, value in results.items()}
+
+
+def evaluate_points(samples: np.ndarray, dataset, protocol, *,
+                    seed: int = 0) -> dict[str, float]:
+    """Judges samples of a points dataset (e.g. the 2-D toy distributions).
+
+    ``energy_distance`` between the samples and the reference split (at most
+    ``len(samples)`` reference points, drawn from ``seed``), beside
+    ``energy_distance_floor``, the same for as many real points of the floor
+    split. For a labelled dataset, each sample takes the label of its
+    nearest reference point, and ``classes_hit`` / ``class_kl`` measure
+    mode coverage as for images. Returns flat floats, with ``num_samples``.
+    """
+    p = _resolve_protocol(protocol)
+    shape = tuple(dataset.element_spec["points"])
+    samples = np.asarray(samples, np.float64)
+    if samples.ndim != 2 or tuple(samples.shape[1:]) != shape or len(samples) < 2:
+        raise ValueError(
+            f"samples have shape {samples.shape}; dataset {dataset.name!r} needs "
+            f"at least 2 points of shape {shape}: pass [N, {shape[0]}]")
+    if not np.isfinite(samples).all():
+        raise ValueError(
+            f"samples hold {int(np.count_nonzero(~np.isfinite(samples)))} "
+            "non-finite values; fix the model before evaluating")
+    n = len(samples)
+    reference = dataset.arrays(p["reference_split"])
+    floor = dataset.arrays(p["floor_split"])["points"]
+    rng = np.random.default_rng([seed, 0xE9])
+    ref_idx = np.sort(rng.choice(len(reference["points"]),
+                                 size=min(n, len(reference["points"])), replace=False))
+    ref_points = reference["points"][ref_idx].astype(np.float64)
+    floor_points = floor[_floor_indices(len(floor), n, seed)].astype(np.float64)
+    results = {
+        "energy_distance": metrics.energy_distance(samples, ref_points),
+        "energy_distance_floor": metrics.energy_distance(floor_points, ref_points),
+        "num_samples": n,
+    }
+    if "label" in reference and dataset.num_classes:
+        labels = reference["label"][ref_idx]
+        nearest = np.concatenate([
+            np.argmin(((chunk[:, None, :] - ref_points[None]) ** 2).sum(-1), axis=1)
+            for chunk in np.array_split(samples, max(1, n // 1024))])
+        probs = np.eye(dataset.num_classes)[labels[nearest]]
+        coverage = metrics.mode_coverage(probs, reference["label"],
+                                         dataset.num_classes,
+                                         float(p["min_class_fraction"]))
+        results["classes_hit"] = coverage["classes_hit"]
+        results["class_kl"] = coverage["class_kl"]
     return {key: float(value) for key, value in results.items()}
 
 

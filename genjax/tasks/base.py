@@ -68,6 +68,14 @@ class Task(abc.ABC):
     def sample_fn(self, params, rng: jax.Array, num_samples: int):
         """``num_samples`` new examples (images: float32 [N,H,W,C] in [0,1])."""
 
+    def sample_quality_samplers(self, final: bool) -> dict:
+        """Samplers the sample-quality protocol judges: ``{name: fn(params,
+        rng, num_samples)}``. The metrics of name ``''`` are ``eval/...``,
+        of any other ``eval/<name>/...``. The default: ``sample_fn`` alone;
+        ``final`` is True at the end of training and in ``--mode=eval``."""
+        del final
+        return {"": self.sample_fn}
+
     def figures(self, params, batch: dict, rng: jax.Array) -> dict[str, np.ndarray]:
         """Extra named image grids (float [N,H,W,C] rows) made from test data.
 

@@ -33,6 +33,9 @@ from genjax.train.writers import MetricWriter, Progress
 log = logging.getLogger("genjax")
 
 
+_POINTS = "points"  # the field of a points dataset
+
+
 class TrainingDiverged(RuntimeError):
     """A non-finite loss; the last good checkpoint is left untouched."""
 
@@ -167,39 +170,62 @@ def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
         n = (protocol.num_samples if final
              else protocol.num_samples_during_training)
         if n > 0:
-            metrics.update(_sample_quality(run, params, protocol, n))
+            metrics.update(_sample_quality(run, params, protocol, n, final=final))
     return metrics
 
 
-def _sample_quality(run: Run, params, protocol, num_samples: int) -> dict:
-    """The shared sample-quality metrics of ``num_samples`` new samples.
+def _sample_quality(run: Run, params, protocol, num_samples: int, *,
+                    final: bool = True) -> dict:
+    """The shared sample-quality metrics of ``num_samples`` new samples from
+    each of the task's samplers (``task.sample_quality_samplers``).
 
     Samples are drawn in chunks of ``protocol.batch_size`` from a key of
-    their own, so the numbers depend on ``config.seed`` and the protocol only.
+    their own, so the numbers depend on ``config.seed`` and the protocol
+    only; every sampler gets the same keys. ``eval/<name>/sample_seconds``
+    is each sampler's drawing time, compilation excluded.
     """
     chunk = min(protocol.batch_size, num_samples)
     key = step_lib.root_key(run.config.seed, "sample_quality")
-    parts = [_draw(run, params, chunk, jax.random.fold_in(key, i))
-             for i in range(-(-num_samples // chunk))]
-    samples = np.concatenate(parts)[:num_samples]
     cache_dir = run.config.data.get("data_dir") or default_data_dir()
-    result = sample_quality.evaluate_samples(
-        samples, run.dataset, protocol, os.path.expanduser(cache_dir),
-        seed=run.config.seed)
-    return {f"eval/{k}": float(v) for k, v in sorted(result.items())}
+    out = {}
+    for name, sample_fn in run.task.sample_quality_samplers(final).items():
+        fn = _compiled_sampler(run, params, name, sample_fn, chunk, key)
+        t0 = time.perf_counter()
+        parts = [_as_host(fn(params, jax.random.fold_in(key, i)))
+                 for i in range(-(-num_samples // chunk))]
+        seconds = time.perf_counter() - t0
+        samples = np.concatenate(parts)[:num_samples]
+        result = sample_quality.evaluate_samples(
+            samples, run.dataset, protocol, os.path.expanduser(cache_dir),
+            seed=run.config.seed)
+        result["sample_seconds"] = seconds
+        prefix = f"eval/{name}/" if name else "eval/"
+        out.update({f"{prefix}{k}": float(v) for k, v in sorted(result.items())})
+    return out
+
+
+def _compiled_sampler(run: Run, params, name: str, sample_fn, num_samples: int,
+                      key):
+    """``sample_fn`` for ``num_samples``, jitted and compiled ahead of use
+    (once per run), so that timing it measures sampling alone."""
+    if ("sample", name, num_samples) not in run.compiled:
+        jitted = jax.jit(lambda p, k: sample_fn(p, k, num_samples),
+                         out_shardings=step_lib.replicated(run.mesh))
+        run.compiled["sample", name, num_samples] = jitted.lower(params, key).compile()
+    return run.compiled["sample", name, num_samples]
+
+
+def _as_host(out) -> np.ndarray:
+    """Samples on the host: images as float32; token ids stay integers."""
+    out = np.asarray(jax.device_get(out))
+    return out.astype(np.float32) if np.issubdtype(out.dtype, np.floating) else out
 
 
 def _draw(run: Run, params, num_samples: int, key) -> np.ndarray:
-    """``num_samples`` samples from ``key``, by a sampler compiled once per size
-    (float32 images, or integer tokens)."""
-    if ("sample", num_samples) not in run.compiled:
-        run.compiled["sample", num_samples] = jax.jit(
-            lambda p, k: run.task.sample_fn(p, k, num_samples),
-            out_shardings=step_lib.replicated(run.mesh))
-    fn = run.compiled["sample", num_samples]
-    out = np.asarray(jax.device_get(fn(params, key)))
-    # Images as float32; token ids stay integers.
-    return out.astype(np.float32) if np.issubdtype(out.dtype, np.floating) else out
+    """``num_samples`` samples of ``task.sample_fn`` from ``key``, by a
+    sampler compiled once per size (float32 images, or integer tokens)."""
+    fn = _compiled_sampler(run, params, "", run.task.sample_fn, num_samples, key)
+    return _as_host(fn(params, key))
 
 
 def _sample(run: Run, params, num_samples: int) -> np.ndarray:
@@ -222,8 +248,12 @@ def write_figures(run: Run, params, step: int, writer: MetricWriter | None,
         paths.append(path)
         if writer is not None:
             writer.write_text(step, "samples", text)
-    elif samples.ndim == 4:
-        grid = image_lib.make_grid(samples)
+    elif samples.ndim in (2, 4):
+        if samples.ndim == 4:
+            grid = image_lib.make_grid(samples)
+        else:  # 2-D points, over the test points.
+            grid = image_lib.scatter_image(
+                samples, run.dataset.arrays("test")[_POINTS][:len(samples)])
         path = os.path.join(out_dir, f"samples_{tag}.png")
         image_lib.save_png(path, grid)
         paths.append(path)
@@ -476,13 +506,56 @@ def sample(config: ml_collections.ConfigDict, workdir: str, make_task: Callable,
         tmp = path + ".tmp.npy"
         np.save(tmp, samples.astype(np.float32))
         os.replace(tmp, path)
-        if samples.ndim == 4:
+        picture = (image_lib.make_grid(samples) if samples.ndim == 4 else
+                   image_lib.scatter_image(samples) if samples.ndim == 2 else None)
+        if picture is not None:
             image_lib.save_png(os.path.join(workdir, "samples", "sample_mode.png"),
-                               image_lib.make_grid(samples))
+                               picture)
     log.info("wrote %d samples from step %d to %s", num_samples, step, workdir)
     run.checkpointer.close()
     return samples
 
 
-__all__ = ["train_and_evaluate", "evaluate", "sample", "run_eval", "build",
+def inpaint(config: ml_collections.ConfigDict, workdir: str,
+            make_task: Callable) -> np.ndarray:
+    """Fills a masked region of the first ``config.inpaint.num_images`` test
+    images with the latest checkpoint (tasks with an ``inpaint`` method:
+    diffusion models).
+
+    Writes ``samples/inpaint.png`` (rows: the originals, the masked inputs,
+    the inpainted images) and ``inpainted.npy`` (float32 ``[N, H, W, C]`` in
+    [0, 1]), and returns the inpainted images.
+    """
+    run, step, params = _restore_for_inference(config, workdir, make_task)
+    if not hasattr(run.task, "inpaint"):
+        run.checkpointer.close()
+        raise config_lib.ConfigError(
+            f"--mode=inpaint needs a diffusion model; {config.data.name!r} is "
+            f"trained by {type(run.task).__name__}, which cannot inpaint")
+    test = run.dataset.arrays("test")["image"]
+    num = min(config.inpaint.num_images, len(test))
+    images = test[:num]
+    mask = run.task.inpaint_mask(num)
+    fn = jax.jit(run.task.inpaint, out_shardings=step_lib.replicated(run.mesh))
+    t0 = time.perf_counter()
+    filled = _as_host(fn(params, images, mask,
+                         step_lib.root_key(config.seed, "sample")))
+    seconds = time.perf_counter() - t0
+    if jax.process_index() == 0:
+        masked = images * mask + 0.5 * (1.0 - mask)  # grey where unknown
+        grid = image_lib.make_grid(np.concatenate([images, masked, filled]),
+                                   ncols=num)
+        image_lib.save_png(os.path.join(workdir, "samples", "inpaint.png"), grid)
+        path = os.path.join(workdir, "inpainted.npy")
+        np.save(path + ".tmp.npy", filled)
+        os.replace(path + ".tmp.npy", path)
+    log.info("inpainted %d test images (mask %s, %d resampling rounds) from "
+             "step %d in %.1f s; wrote %s", num, config.inpaint.mask,
+             config.inpaint.resample, step, seconds,
+             os.path.join(workdir, "samples", "inpaint.png"))
+    run.checkpointer.close()
+    return filled
+
+
+__all__ = ["train_and_evaluate", "evaluate", "sample", "inpaint", "run_eval", "build",
            "TrainingDiverged", "data_seed"]

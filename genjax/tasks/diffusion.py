@@ -1,0 +1,412 @@
+"""The diffusion task: a denoising network, the epsilon objective, samplers.
+
+Training minimises the simplified objective of Ho et al. 2020 (eq. 14, or
+its x0 / v variants) with one optimiser and an EMA of the parameters, which
+evaluation and sampling use. Evaluation reports the test denoising loss
+during training; at the end (and with ``--mode=eval``) the variational bound
+in bits per dimension on ``eval.bound_num_examples`` test images, and the
+shared sample-quality metrics of the configured sampler and of every sampler
+in ``eval.compare_samplers``, each with its sampling time.
+
+Class conditioning (``model.class_conditional``) trains one network for
+p(x | y) and p(x): labels are replaced by a null label with probability
+``diffusion.label_dropout``, so samples can use classifier-free guidance
+(Ho & Salimans 2022) with ``sample.guidance_scale`` w:
+``eps = (1 + w) eps(x, y) - w eps(x)``. Inpainting always uses the
+unconditional model (the null label).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax import config as config_lib
+from genjax import data as data_lib
+from genjax.config import ConfigError, check_choice
+from genjax.evaluate import sample_quality
+from genjax.models import unet as unet_lib
+from genjax.objectives import diffusion as diff
+from genjax.tasks.base import Task
+
+ARCHITECTURES = ("unet", "mlp")
+SAMPLERS = ("ddpm", "ddim")
+MASKS = ("center", "left", "right", "top", "bottom", "noise")
+
+
+def base_config(data_name: str) -> ml_collections.ConfigDict:
+    """The config keys of every diffusion experiment, with Ho et al.'s
+    defaults where they have one."""
+    config = config_lib.base_config(data_name=data_name)
+    m = config.model = ml_collections.ConfigDict()
+    m.architecture = "unet"  # unet (images) | mlp (2-D points)
+    m.channels = 64
+    m.channel_mults = (1, 2, 2)
+    m.num_res_blocks = 2
+    m.attention_resolutions = (14,)  # feature-map sides with self-attention
+    m.dropout = 0.1
+    m.num_groups = 32
+    m.hidden = 128  # mlp
+    m.num_layers = 3  # mlp
+    m.class_conditional = False
+
+    d = config.diffusion = ml_collections.ConfigDict()
+    d.num_timesteps = 1000
+    d.schedule = "linear"  # linear | cosine
+    d.beta_start = 1e-4
+    d.beta_end = 0.02
+    d.prediction = "eps"  # eps | x0 | v
+    d.variance = "small"  # small (beta~_t) | large (beta_t)
+    # Probability of training on the null label (classifier-free guidance).
+    d.label_dropout = 0.1
+
+    s = config.sample
+    s.sampler = "ddim"  # ddpm (ancestral, all T steps) | ddim
+    s.ddim_steps = 50
+    s.eta = 0.0
+    s.guidance_scale = 0.0  # w of classifier-free guidance; 0: none
+    s.clip = True  # clip the predicted x_0 to the data range while sampling
+
+    config.inpaint = ml_collections.ConfigDict()
+    config.inpaint.mask = "center"  # center | left | right | top | bottom | noise
+    config.inpaint.resample = 5  # RePaint's resampling rounds per step (1: none)
+    config.inpaint.num_images = 8
+
+    # Ho et al. 2020: Adam 2e-4, warmup 5000, clipping at 1, EMA 0.9999.
+    t = config.train
+    t.optimizer = "adam"
+    t.learning_rate = 2e-4
+    t.warmup_steps = 5000
+    t.grad_clip_norm = 1.0
+    t.ema_decay = 0.9999
+
+    config.eval.use_ema = True
+    # Test images the final variational bound is computed on (every one of
+    # the T steps is evaluated for each); 0 skips the bound.
+    config.eval.bound_num_examples = 200
+    # Samplers judged beside sample.sampler at the end: "ddpm" or "ddim".
+    config.eval.compare_samplers = ()
+    config.eval.sample_quality = sample_quality.default_protocol()
+    return config
+
+
+def smoke_preset(config: ml_collections.ConfigDict) -> None:
+    """The ``smoke`` preset of every diffusion experiment: a tiny network, 20
+    steps of a 50-step diffusion that log, evaluate, sample and checkpoint."""
+    m = config.model
+    m.channels, m.channel_mults, m.num_res_blocks = 8, (1, 2), 1
+    m.attention_resolutions = ()
+    m.num_groups = 4
+    m.hidden, m.num_layers = 32, 2
+    config.diffusion.num_timesteps = 50
+    config.sample.ddim_steps = 10
+    config.train.batch_size = 16
+    config.train.warmup_steps = 5
+    config.train.learning_rate = 1e-3
+    config.train.ema_decay = 0.9
+    config_lib.smoke_schedule(config)
+    config.eval.batch_size = 50
+    config.eval.bound_num_examples = 50
+    config.inpaint.num_images = 4
+    config.inpaint.resample = 2
+    q = config.eval.sample_quality
+    q.num_samples, q.num_samples_during_training, q.kid_subset_size = 100, 0, 50
+    q.batch_size = 100
+
+
+class DiffusionTask(Task):
+    """A DDPM (Ho et al. 2020) on images or 2-D points."""
+
+    progress_keys = ("loss", "grad_norm")
+
+    def __init__(self, config, dataset_info):
+        super().__init__(config, dataset_info)
+        m, d, s = config.model, config.diffusion, config.sample
+        check_choice("model.architecture", m.architecture, ARCHITECTURES)
+        check_choice("diffusion.schedule", d.schedule, diff.SCHEDULES)
+        check_choice("diffusion.prediction", d.prediction, diff.PREDICTIONS)
+        check_choice("diffusion.variance", d.variance, diff.VARIANCES)
+        check_choice("sample.sampler", s.sampler, SAMPLERS)
+        check_choice("inpaint.mask", config.inpaint.mask, MASKS)
+        for name in config.eval.compare_samplers:
+            check_choice("eval.compare_samplers", name, SAMPLERS)
+        if d.num_timesteps < 2:
+            raise ConfigError(
+                f"diffusion.num_timesteps={d.num_timesteps} must be at least 2")
+        if not 1 <= s.ddim_steps <= d.num_timesteps:
+            raise ConfigError(
+                f"sample.ddim_steps={s.ddim_steps} must be between 1 and "
+                f"diffusion.num_timesteps={d.num_timesteps}")
+        if not 0.0 <= d.label_dropout <= 1.0:
+            raise ConfigError(
+                f"diffusion.label_dropout={d.label_dropout} must be in [0, 1]")
+        if config.inpaint.resample < 1:
+            raise ConfigError(
+                f"inpaint.resample={config.inpaint.resample} must be at least 1")
+        if config.eval.bound_num_examples < 0:
+            raise ConfigError(
+                f"eval.bound_num_examples={config.eval.bound_num_examples} must "
+                "be >= 0 (0 skips the bound)")
+        kind = dataset_info.kind
+        self.field = {"image": "image", "points": "points"}.get(kind)
+        if self.field is None:
+            raise ConfigError(
+                f"the diffusion task needs an image or points dataset; data.name="
+                f"{config.data.name!r} is of kind {kind!r}")
+        wanted = "unet" if kind == "image" else "mlp"
+        if m.architecture != wanted:
+            raise ConfigError(
+                f"model.architecture={m.architecture!r} does not fit {kind} data "
+                f"({config.data.name!r}); set --config.model.architecture={wanted}")
+        self.num_classes = 0
+        if m.class_conditional:
+            if "label" not in dataset_info.element_spec:
+                raise ConfigError(
+                    f"model.class_conditional=True needs labels; data.name="
+                    f"{config.data.name!r} has none: set it to False")
+            self.num_classes = int(dataset_info.num_classes)
+        if s.guidance_scale and not self.num_classes:
+            raise ConfigError(
+                f"sample.guidance_scale={s.guidance_scale} needs "
+                "model.class_conditional=True; set it to 0")
+        self.shape = tuple(dataset_info.element_spec[self.field])
+        self.num_dims = int(np.prod(self.shape))
+        self.schedule = diff.make_schedule(d.schedule, d.num_timesteps,
+                                           d.beta_start, d.beta_end)
+        if kind == "image":
+            self.model = unet_lib.UNet(
+                channels=m.channels, channel_mults=tuple(m.channel_mults),
+                num_res_blocks=m.num_res_blocks,
+                attention_resolutions=tuple(m.attention_resolutions),
+                dropout=m.dropout, num_classes=self.num_classes,
+                num_groups=m.num_groups)
+            try:  # A side the levels cannot halve is a config problem.
+                jax.eval_shape(
+                    lambda: self.model.init(jax.random.key(0),
+                                            jnp.zeros((1,) + self.shape),
+                                            jnp.zeros((1,)), train=False))
+            except ValueError as e:
+                raise ConfigError(f"data.name={config.data.name!r}: {e}") from None
+        else:
+            self.model = unet_lib.MLPDenoiser(hidden=m.hidden,
+                                              num_layers=m.num_layers,
+                                              num_classes=self.num_classes)
+
+    # ------------------------------------------------------------------
+    # Data in the model's range.
+
+    def to_model(self, x):
+        """Images in [0, 1] -> [-1, 1]; points are used as they are."""
+        return x * 2.0 - 1.0 if self.field == "image" else x
+
+    def from_model(self, x):
+        """The inverse of ``to_model``."""
+        return (x + 1.0) * 0.5 if self.field == "image" else x
+
+    def null_labels(self, num: int):
+        """The null label (index ``num_classes``) for ``num`` examples, or None."""
+        if not self.num_classes:
+            return None
+        return jnp.full((num,), self.num_classes, jnp.int32)
+
+    def denoiser(self, params, labels=None, guidance_scale: float = 0.0,
+                 rng=None):
+        """``denoise_fn(x_t, t)`` with ``params`` (and labels) bound.
+
+        ``rng`` turns dropout on (training); ``guidance_scale`` w > 0
+        combines the conditional and unconditional outputs, ``(1 + w)
+        out(x, y) - w out(x)``, in one pass over a doubled batch (the
+        combination of raw outputs equals that of eps for all three
+        parametrisations, which are affine in the output with the same
+        ``x_t``).
+        """
+        train = rng is not None
+        rngs = {"dropout": rng} if train else {}
+
+        def apply(x, t, y):
+            return self.model.apply({"params": params}, x, t.astype(jnp.float32),
+                                    y, train=train, rngs=rngs)
+
+        if not guidance_scale:
+            return lambda x, t: apply(x, t, labels)
+
+        def guided(x, t):
+            n = x.shape[0]
+            both = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
+                         jnp.concatenate([labels, self.null_labels(n)]))
+            cond, uncond = both[:n], both[n:]
+            return (1.0 + guidance_scale) * cond - guidance_scale * uncond
+
+        return guided
+
+    # ------------------------------------------------------------------
+    # Task interface.
+
+    def init_params(self, rng, example_batch):
+        x = jnp.zeros((1,) + self.shape, jnp.float32)
+        labels = self.null_labels(1)
+        return self.model.init({"params": rng, "dropout": rng}, x,
+                               jnp.zeros((1,)), labels, train=False)["params"]
+
+    def _train_labels(self, batch, rng):
+        """The batch's labels, each replaced by the null label with
+        probability ``diffusion.label_dropout``; None if unconditional."""
+        if not self.num_classes:
+            return None
+        labels = batch["label"]
+        drop = jax.random.bernoulli(rng, self.config.diffusion.label_dropout,
+                                    labels.shape)
+        return jnp.where(drop, self.num_classes, labels)
+
+    def loss_fn(self, params, batch, rng):
+        label_rng, drop_rng, loss_rng = jax.random.split(rng, 3)
+        x0 = self.to_model(batch[self.field])
+        labels = self._train_labels(batch, label_rng)
+        denoise = self.denoiser(params, labels, rng=drop_rng)
+        loss, _ = diff.denoising_loss(denoise, self.schedule, x0, loss_rng,
+                                      self.config.diffusion.prediction)
+        return jnp.mean(loss), {}
+
+    def eval_batches(self, dataset, batch_size, *, final):
+        """The whole test split during training; at the end, the first
+        ``eval.bound_num_examples`` test examples (the bound costs T network
+        passes per example)."""
+        arrays = dataset.arrays("test")
+        n = self.config.eval.bound_num_examples
+        if final and n > 0:
+            arrays = {k: v[:n] for k, v in arrays.items()}
+        return data_lib.eval_batches(arrays, batch_size)
+
+    def eval_fn(self, params, batch, rng, *, final):
+        """The denoising loss at a random step (unconditional for a
+        conditional model), and at the end the variational bound: nats per
+        example and bits per dimension, with its prior, diffusion and decoder
+        terms."""
+        d = self.config.diffusion
+        loss_rng, bound_rng = jax.random.split(rng)
+        x0 = self.to_model(batch[self.field])
+        denoise = self.denoiser(params, self.null_labels(x0.shape[0]))
+        loss, _ = diff.denoising_loss(denoise, self.schedule, x0, loss_rng,
+                                      d.prediction)
+        out = {"loss": loss}
+        if final and self.config.eval.bound_num_examples > 0:
+            bound = diff.variational_bound(denoise, self.schedule, x0, bound_rng,
+                                           prediction=d.prediction,
+                                           variance=d.variance)
+            if self.field == "image":
+                out["bits_per_dim"] = diff.bits_per_dim(bound["nll_bound"],
+                                                        self.num_dims)
+            out.update({f"bound_{k}": v for k, v in bound.items()})
+        return out
+
+    def sample(self, params, rng, num_samples: int, sampler: str | None = None,
+               *, labels=None, x_T=None, keep_path: bool = False):
+        """``num_samples`` draws in the data's range with ``sampler`` (default
+        ``sample.sampler``): ``ddpm`` (all T steps) or ``ddim``
+        (``sample.ddim_steps``, ``sample.eta``).
+
+        A class-conditional model draws labels uniformly unless ``labels``
+        (``[num_samples]``) are given, and guides with
+        ``sample.guidance_scale``. ``x_T`` fixes the starting noise;
+        ``keep_path`` also returns every step's ``x`` (in the data's range),
+        ``[steps, num_samples, ...]``.
+        """
+        s, d = self.config.sample, self.config.diffusion
+        sampler = sampler or s.sampler
+        check_choice("sampler", sampler, SAMPLERS)
+        label_rng, noise_rng = jax.random.split(rng)
+        if self.num_classes and labels is None:
+            labels = jax.random.randint(label_rng, (num_samples,), 0,
+                                        self.num_classes)
+        denoise = self.denoiser(params, labels, s.guidance_scale)
+        shape = (num_samples,) + self.shape
+        # Points have no fixed range to clip to.
+        clip = s.clip and self.field == "image"
+        common = dict(prediction=d.prediction, clip=clip, x_T=x_T,
+                      keep_path=keep_path)
+        if sampler == "ddpm":
+            out = diff.ddpm_sample(denoise, self.schedule, shape, noise_rng,
+                                   variance=d.variance, **common)
+        else:
+            out = diff.ddim_sample(denoise, self.schedule, shape, noise_rng,
+                                   num_steps=s.ddim_steps, eta=s.eta, **common)
+        if keep_path:
+            return self.from_model(out[0]), self.from_model(out[1])
+        return self.from_model(out)
+
+    def sample_fn(self, params, rng, num_samples):
+        return self.sample(params, rng, num_samples)
+
+    def sample_quality_samplers(self, final: bool) -> dict:
+        """``sample.sampler`` (metric keys ``eval/...``) and, at the end,
+        each of ``eval.compare_samplers`` (``eval/<name>/...``)."""
+        samplers = {"": self.sample_fn}
+        if final:
+            for name in self.config.eval.compare_samplers:
+                if name != self.config.sample.sampler:
+                    samplers[name] = (
+                        lambda p, r, n, name=name: self.sample(p, r, n, name))
+        return samplers
+
+    # ------------------------------------------------------------------
+    # Editing and figures.
+
+    def inpaint_mask(self, num: int) -> np.ndarray:
+        """``inpaint.mask`` as float32 ``[num, H, W, 1]``: 1 where pixels are
+        kept, 0 where the model fills them in."""
+        h, w = self.shape[:2]
+        mask = np.ones((num, h, w, 1), np.float32)
+        kind = self.config.inpaint.mask
+        if kind == "center":
+            mask[:, h // 4:h - h // 4, w // 4:w - w // 4] = 0.0
+        elif kind == "left":
+            mask[:, :, :w // 2] = 0.0
+        elif kind == "right":
+            mask[:, :, w // 2:] = 0.0
+        elif kind == "top":
+            mask[:, :h // 2] = 0.0
+        elif kind == "bottom":
+            mask[:, h // 2:] = 0.0
+        else:  # noise: half the pixels, at random from a fixed seed.
+            rng = np.random.default_rng(0)
+            mask[...] = (rng.random((num, h, w, 1)) < 0.5).astype(np.float32)
+        return mask
+
+    def inpaint(self, params, images, mask, rng):
+        """Images in [0, 1] with the pixels where ``mask`` is 0 filled in by
+        the unconditional model (RePaint, ``inpaint.resample`` rounds)."""
+        d = self.config.diffusion
+        denoise = self.denoiser(params, self.null_labels(images.shape[0]))
+        x = diff.inpaint(denoise, self.schedule, self.to_model(images),
+                         jnp.asarray(mask), rng,
+                         resample=self.config.inpaint.resample,
+                         prediction=d.prediction, variance=d.variance,
+                         clip=self.config.sample.clip)
+        return self.from_model(x)
+
+    def forward_noising(self, images, rng, num_levels: int = 10):
+        """``q(x_t | x_0)`` of each image at ``num_levels`` evenly spaced
+        steps, ``[num_images * num_levels, H, W, C]`` in [0, 1] (clipped)."""
+        steps = np.round(np.linspace(0, self.schedule.num_steps - 1,
+                                     num_levels)).astype(np.int32)
+        x0 = self.to_model(jnp.asarray(images))
+        rows = []
+        for i, image in enumerate(x0):
+            t = jnp.asarray(steps)
+            noise = jax.random.normal(jax.random.fold_in(rng, i),
+                                      (num_levels,) + image.shape)
+            xt = diff.q_sample(self.schedule, jnp.broadcast_to(
+                image, (num_levels,) + image.shape), t, noise)
+            rows.append(jnp.clip(self.from_model(xt), 0.0, 1.0))
+        return jnp.concatenate(rows)
+
+    def figures(self, params, batch, rng):
+        """The forward noising of a few test images."""
+        del params
+        if self.field != "image":
+            return {}
+        images = np.asarray(batch["image"][:4])
+        return {"forward_noising": (np.asarray(self.forward_noising(images, rng)),
+                                    10)}
