@@ -571,3 +571,41 @@ def test_inception_bad_weights_path_raises(digits, trained, tmp_path):
     with pytest.raises(inception.InceptionWeightsError, match="missing.npz"):
         sq.evaluate_samples(digits.splits["test"]["image"], digits,
                             _protocol(inception_weights=missing), trained[0])
+
+
+# --------------------------------------------------------------------------
+# Points: the energy distance and the points protocol.
+
+
+def test_energy_distance_matches_scipy_in_one_dimension():
+    """SciPy's 1-D energy distance is the square root of the V-statistic."""
+    import scipy.stats  # pylint: disable=import-outside-toplevel
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=300), rng.normal(0.5, 2.0, size=200)
+    pad = lambda v: np.stack([v, np.zeros_like(v)], axis=1)  # noqa: E731
+    ours = metrics.energy_distance(pad(x), pad(y))
+    assert ours == pytest.approx(scipy.stats.energy_distance(x, y) ** 2, rel=1e-9)
+    assert metrics.energy_distance(pad(x), pad(x)) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="dimensions"):
+        metrics.energy_distance(pad(x), np.zeros((3, 3)))
+
+
+def test_points_protocol_sees_a_collapse_onto_one_mode():
+    data = load_dataset(ml_collections.ConfigDict({
+        "name": "eight_gaussians", "data_dir": None, "manual_dir": None,
+        "num_train": 4000, "num_test": 2000}))
+    protocol = {"num_samples": 1000}
+    real = data.arrays("train")["points"][:1000]
+    good = sq.evaluate_samples(real, data, protocol, None, seed=0)
+    assert good["classes_hit"] == 8 and good["class_kl"] < 0.02
+    assert good["energy_distance"] < 3 * good["energy_distance_floor"] + 0.01
+    # Every sample on the first mode's points: one class, KL = log 8.
+    test = data.arrays("test")
+    one_mode = test["points"][test["label"] == 0][:200]
+    collapsed = sq.evaluate_samples(one_mode, data, protocol, None, seed=0)
+    assert collapsed["classes_hit"] == 1
+    assert collapsed["class_kl"] == pytest.approx(math.log(8), abs=0.05)
+    assert collapsed["energy_distance"] > 10 * good["energy_distance"]
+    with pytest.raises(ValueError, match=r"\[N, 2\]"):
+        sq.evaluate_samples(np.zeros((10, 3)), data, protocol, None)

@@ -30,6 +30,7 @@ from genjax.evaluate import sample_quality
 from genjax.models import unet as unet_lib
 from genjax.objectives import diffusion as diff
 from genjax.tasks.base import Task
+from genjax.train import step as step_lib
 
 ARCHITECTURES = ("unet", "mlp")
 SAMPLERS = ("ddpm", "ddim")
@@ -316,12 +317,15 @@ class DiffusionTask(Task):
         s, d = self.config.sample, self.config.diffusion
         sampler = sampler or s.sampler
         check_choice("sampler", sampler, SAMPLERS)
-        label_rng, noise_rng = jax.random.split(rng)
+        label_rng, noise_rng, start_rng = jax.random.split(rng, 3)
         if self.num_classes and labels is None:
             labels = jax.random.randint(label_rng, (num_samples,), 0,
                                         self.num_classes)
         denoise = self.denoiser(params, labels, s.guidance_scale)
         shape = (num_samples,) + self.shape
+        if x_T is None:  # Drawn here so that its batch is data-parallel.
+            x_T = jax.random.normal(start_rng, shape)
+        x_T = step_lib.shard_batch_axis(x_T)
         # Points have no fixed range to clip to.
         clip = s.clip and self.field == "image"
         common = dict(prediction=d.prediction, clip=clip, x_T=x_T,

@@ -209,8 +209,12 @@ def _compiled_sampler(run: Run, params, name: str, sample_fn, num_samples: int,
     """``sample_fn`` for ``num_samples``, jitted and compiled ahead of use
     (once per run), so that timing it measures sampling alone."""
     if ("sample", name, num_samples) not in run.compiled:
-        jitted = jax.jit(lambda p, k: sample_fn(p, k, num_samples),
-                         out_shardings=step_lib.replicated(run.mesh))
+        def draw(p, k):
+            # Samplers shard their batch over the devices (shard_batch_axis).
+            with step_lib.tracing_mesh(run.mesh):
+                return sample_fn(p, k, num_samples)
+
+        jitted = jax.jit(draw, out_shardings=step_lib.replicated(run.mesh))
         run.compiled["sample", name, num_samples] = jitted.lower(params, key).compile()
     return run.compiled["sample", name, num_samples]
 

@@ -69,10 +69,12 @@ def shard_batch_axis(x: jax.Array) -> jax.Array:
     For arrays made inside a step rather than fed in (a GAN's noise, a
     sampler's initial noise): without the constraint XLA may choose to
     compute them, and everything made from them, on every device. Outside a
-    step built here it returns ``x`` unchanged.
+    step built here, or if the devices do not divide its leading axis, it
+    returns ``x`` unchanged.
     """
     mesh = _TRACING_MESH.get()
-    if mesh is None:
+    # A batch the devices do not divide (a sampler's odd chunk) stays whole.
+    if mesh is None or x.shape[0] % mesh.devices.size:
         return x
     return jax.lax.with_sharding_constraint(x, data_sharding(mesh))
 
