@@ -230,7 +230,7 @@ def restore(config, workdir):
 
 def timeless(path) -> dict:
     """eval.json without its wall time."""
-    return {k: v for k, v in read_json(path).items() if k != "eval/seconds"}
+    return loop.without_timings(read_json(path))
 
 
 def test_a_gan_run_logs_both_players_and_judges_its_samples(gan_run):

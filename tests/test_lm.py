@@ -238,7 +238,7 @@ def lm_run(tmp_path_factory):
 
 
 def _timeless(path):
-    return {k: v for k, v in read_json(path).items() if k != "eval/seconds"}
+    return loop.without_timings(read_json(path))
 
 
 @needs_shakespeare

@@ -51,7 +51,7 @@ def _collect_garbage():
 
 def without_seconds(eval_json: dict) -> dict:
     """eval.json minus its wall-clock entry (metrics.jsonl has none)."""
-    return {k: v for k, v in eval_json.items() if k != "eval/seconds"}
+    return loop.without_timings(eval_json)
 
 
 def drop_checkpoint(workdir, step: int) -> None:

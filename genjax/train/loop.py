@@ -362,7 +362,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             if step % t.eval_every == 0 and not is_last:
                 params = run.task.inference_params(state, config.eval.use_ema)
                 scalars = run_eval(run, params, final=False)
-                writer.write_scalars(step, scalars)
+                writer.write_scalars(step, without_timings(scalars))
                 log.info("step %d  %s", step, _fmt(scalars))
                 write_figures(run, params, step, writer, f"step{step:07d}")
             if save_now:
@@ -373,8 +373,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         t0 = time.perf_counter()
         final_metrics = run_eval(run, params, final=True)
         final_metrics["eval/seconds"] = time.perf_counter() - t0
-        writer.write_scalars(t.num_steps, {k: v for k, v in final_metrics.items()
-                                           if k != "eval/seconds"})
+        writer.write_scalars(t.num_steps, without_timings(final_metrics))
         log.info("final (step %d)  %s", t.num_steps, _fmt(final_metrics))
         _write_json(os.path.join(workdir, "eval.json"),
                     dict(final_metrics, step=t.num_steps))
@@ -385,6 +384,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         writer.close()
         run.checkpointer.close()
     return final_metrics
+
+
+def without_timings(scalars: dict[str, float]) -> dict[str, float]:
+    """``scalars`` less wall times (keys ending in ``seconds``), which vary
+    from run to run: ``metrics.jsonl`` holds only what the seed decides, so
+    it is bitwise the same run after run. ``eval.json`` keeps them."""
+    return {k: v for k, v in scalars.items() if not k.endswith("seconds")}
 
 
 def _mean_metrics(host: list[dict]) -> dict[str, float]:
