@@ -13,7 +13,14 @@ points, which are continuous and extend past [-1, 1]).
 
     python -m experiments.ddpm_toy2d --workdir=/tmp/ddpm_toy2d
 
-The ``cpu`` preset is not yet measured.
+Measured 2026-12-03 on a 2-core CPU, ``--preset=cpu`` (the command above:
+5,000 steps of 256 on eight_gaussians, 2,000 samples against 2,000 test
+points): DDIM with 50 steps, eval/energy_distance 0.0039 beside
+eval/energy_distance_floor 0.0012, all 8 modes hit, class KL 0.0031 nats,
+0.14 s for the 2,000 samples; ancestral sampling with 1,000 steps
+(eval/ddpm/...), energy distance 0.0031, 8 modes, class KL 0.0019, 2.53 s
+(17.8 times DDIM's); eval/bound_nll_bound 11.2 nats per point (1,000 test
+points); 24 s end to end.
 """
 
 from genjax import cli, registry
@@ -74,7 +81,11 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=diffusion.DiffusionTask,
-    expected={},
+    expected={
+        "cpu": "DDIM-50: energy_distance 0.0039 (floor 0.0012), classes_hit 8, "
+               "class_kl 0.0031; DDPM-1000: 0.0031, 8, 0.0019 (2026-12-03, "
+               "2-core CPU, 24 s)",
+    },
 ))
 
 if __name__ == "__main__":

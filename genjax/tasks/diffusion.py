@@ -117,6 +117,28 @@ def smoke_preset(config: ml_collections.ConfigDict) -> None:
     q.batch_size = 100
 
 
+def cpu_preset(config: ml_collections.ConfigDict, num_steps: int) -> None:
+    """The ``cpu`` preset of the image experiments: a U-Net at a quarter of
+    Ho et al.'s width with one block per level (on XLA:CPU a step of 64
+    28x28 images takes 0.37 s at 16 channels and 1.3 s at 32), no dropout,
+    class-conditional, trained ``num_steps`` steps of 64 at 1e-3 with a
+    short warmup and cosine decay; 1,000 samples judged at the end, the
+    bound on 50 test images."""
+    m = config.model
+    m.channels, m.channel_mults, m.num_res_blocks = 16, (1, 2, 2), 1
+    m.num_groups, m.dropout = 8, 0.0
+    m.class_conditional = True
+    t = config.train
+    t.batch_size, t.learning_rate, t.warmup_steps = 64, 1e-3, 200
+    t.lr_schedule, t.min_lr_ratio, t.ema_decay = "cosine", 0.05, 0.995
+    t.num_steps = num_steps
+    t.log_every, t.eval_every, t.checkpoint_every = 100, num_steps // 2, 500
+    config.eval.batch_size = 50
+    config.eval.bound_num_examples = 50
+    q = config.eval.sample_quality
+    q.num_samples, q.num_samples_during_training, q.batch_size = 1000, 200, 500
+
+
 class DiffusionTask(Task):
     """A DDPM (Ho et al. 2020) on images or 2-D points."""
 
