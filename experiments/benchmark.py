@@ -58,6 +58,12 @@ the data paths are shortened to ``...``)::
 The same machine with other jobs running measured 16-19 ms per step and a
 peak of 80-105 GFLOP/s: compare numbers from quiet runs only.
 
+``--sampling=N`` also times each of the task's samplers on N samples (for
+a diffusion model: DDIM with ``sample.ddim_steps``, and ancestral DDPM when
+``eval.compare_samplers`` lists ``ddpm``), compiled ahead, from the initial
+parameters (the cost does not depend on their values), and prints each
+time with its ratio to the first.
+
 ``--json`` prints one JSON object with the same numbers (seconds and FLOP/s,
 unrounded) instead of the block.
 """
@@ -82,8 +88,9 @@ from genjax import registry
 
 USAGE = ("usage: python -m experiments.benchmark NAME [--preset=P] "
          "[--config.KEY=VALUE ...] [--steps=N] [--warmup=N] [--peak_size=N] "
-         "[--json]")
-DEFAULTS = {"preset": "cpu", "steps": 50, "warmup": 5, "peak_size": 2048}
+         "[--sampling=N] [--json]")
+DEFAULTS = {"preset": "cpu", "steps": 50, "warmup": 5, "peak_size": 2048,
+            "sampling": 0}
 PEAK_RUNS = 5
 # One timed peak run should last at least this long (accelerators repeat the
 # matmul inside one jitted loop so that dispatch overhead does not count).
@@ -129,18 +136,18 @@ def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any],
             overrides.append((name[len("config."):], value))
         elif name == "preset":
             flags[name] = value
-        elif name in ("steps", "warmup", "peak_size"):
+        elif name in ("steps", "warmup", "peak_size", "sampling"):
             try:
                 flags[name] = int(value)
             except ValueError:
                 raise UsageError(f"--{name}={value}: expected an int") from None
-            minimum = 0 if name == "warmup" else 1
+            minimum = 0 if name in ("warmup", "sampling") else 1
             if flags[name] < minimum:
                 raise UsageError(f"--{name}={value} must be >= {minimum}")
         else:
             raise UsageError(
                 f"unknown flag --{name}; valid: --preset, --steps, --warmup, "
-                "--peak_size, --json, --config.KEY")
+                "--peak_size, --sampling, --json, --config.KEY")
     if flags.get("help"):
         return (names[0] if names else ""), flags, overrides
     if len(names) != 1:
@@ -305,8 +312,32 @@ def _time_train_step(run, steps: int, warmup: int) -> dict[str, Any]:
             "num_params": num_params, "tokens_per_example": tokens_per_example}
 
 
+def _time_samplers(run, num_samples: int) -> dict[str, float]:
+    """Seconds each of the task's samplers (``sample_quality_samplers(final
+    =True)``: e.g. DDIM and, listed in ``eval.compare_samplers``, DDPM) takes
+    for ``num_samples`` samples from the initial parameters (the cost of
+    sampling does not depend on their values), compiled ahead, one timed
+    call each after an untimed one."""
+    import jax  # pylint: disable=import-outside-toplevel
+    from genjax.train import loop  # pylint: disable=import-outside-toplevel
+    from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
+
+    params = run.task.inference_params(run.init_state_fn(),
+                                       run.config.eval.use_ema)
+    key = step_lib.root_key(run.config.seed, "sample")
+    seconds = {}
+    for name, sample_fn in run.task.sample_quality_samplers(True).items():
+        fn = loop.compiled_sampler(run, params, name, sample_fn, num_samples, key)
+        jax.block_until_ready(fn(params, key))
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(params, jax.random.fold_in(key, 1)))
+        seconds[name or run.config.sample.get("sampler", "sample_fn")] = (
+            time.perf_counter() - t0)
+    return seconds
+
+
 def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
-              peak_size: int = 2048) -> dict[str, Any]:
+              peak_size: int = 2048, sampling: int = 0) -> dict[str, Any]:
     """Builds the training step of ``config`` and times it; returns the numbers.
 
     Args:
@@ -315,6 +346,8 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
       steps: timed steps (each pass).
       warmup: untimed steps after compilation.
       peak_size: side of the square matmul that measures the peak.
+      sampling: if > 0, also time each of the task's samplers on this many
+        samples (``sampling_seconds``).
     """
     import jax  # pylint: disable=import-outside-toplevel
     from genjax.train import loop  # pylint: disable=import-outside-toplevel
@@ -326,6 +359,8 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
         run = loop.build(config, workdir, make_task)
         try:
             m = _time_train_step(run, steps, warmup)
+            sampler_seconds = (_time_samplers(run, sampling) if sampling
+                               else None)
         finally:
             _close_checkpointer(run.checkpointer)
     finally:
@@ -374,6 +409,8 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
         "mfu": None if achieved is None else achieved / peak["flops_per_second"],
         # The task's progress-line metrics at the last step (e.g. loss).
         "final_train_metrics": m["final_metrics"],
+        "sampling_num_samples": sampling,
+        "sampling_seconds": sampler_seconds,
     }
 
 
@@ -434,6 +471,13 @@ def format_report(r: dict[str, Any]) -> str:
         f"best of {pk['runs']})")
     mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
     lines.append(f"  MFU         {mfu}")
+    if r.get("sampling_seconds"):
+        times = r["sampling_seconds"]
+        first = next(iter(times.values()))
+        lines.append("  sampling    " + "; ".join(
+            f"{name} {sec:.2f} s ({sec / first:.1f}x)"
+            for name, sec in times.items())
+            + f" for {r['sampling_num_samples']} samples")
     load = r.get("host_load_per_cpu")
     if load is not None and load > 0.5:
         lines.append(f"  note        the host was busy before the run (load "
@@ -485,7 +529,8 @@ def main(argv: list[str]) -> int:
         logging.getLogger(n).setLevel(logging.ERROR)
     try:
         result = benchmark(config, experiment.make_task, steps=flags["steps"],
-                           warmup=flags["warmup"], peak_size=flags["peak_size"])
+                           warmup=flags["warmup"], peak_size=flags["peak_size"],
+                           sampling=flags["sampling"])
     except data_lib.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -151,3 +151,24 @@ class _Compiled:
 ])
 def test_flops_from_cost_analysis(analysis, expected):
     assert benchmark.flops_from_cost_analysis(_Compiled(analysis)) == expected
+
+
+def test_sampling_times_every_sampler_of_a_diffusion_task(capsys):
+    code, out, err = _run(capsys, [
+        "ddpm_toy2d", "--preset=smoke", "--steps=2", "--warmup=0",
+        "--sampling=8", "--peak_size=256",
+        "--config.eval.compare_samplers=('ddpm',)"])
+    assert code == 0, err
+    line = [l for l in out.splitlines() if l.strip().startswith("sampling")]
+    assert len(line) == 1 and "ddim" in line[0] and "ddpm" in line[0], out
+    assert "for 8 samples" in line[0]
+    code, out, err = _run(capsys, ["ddpm_toy2d", "--preset=smoke", "--steps=2",
+                                   "--warmup=0", "--sampling=4",
+                                   "--peak_size=256", "--json",
+                                   "--config.eval.compare_samplers=()"])
+    assert code == 0, err
+    r = json.loads(out.strip().splitlines()[-1])
+    assert list(r["sampling_seconds"]) == ["ddim"]
+    assert r["sampling_seconds"]["ddim"] > 0 and r["sampling_num_samples"] == 4
+    code, _, err = _run(capsys, ["ddpm_toy2d", "--sampling=-1"])
+    assert code == 2 and "--sampling=-1 must be >= 0" in err

@@ -189,7 +189,7 @@ def _sample_quality(run: Run, params, protocol, num_samples: int, *,
     cache_dir = run.config.data.get("data_dir") or default_data_dir()
     out = {}
     for name, sample_fn in run.task.sample_quality_samplers(final).items():
-        fn = _compiled_sampler(run, params, name, sample_fn, chunk, key)
+        fn = compiled_sampler(run, params, name, sample_fn, chunk, key)
         t0 = time.perf_counter()
         parts = [_as_host(fn(params, jax.random.fold_in(key, i)))
                  for i in range(-(-num_samples // chunk))]
@@ -204,7 +204,7 @@ def _sample_quality(run: Run, params, protocol, num_samples: int, *,
     return out
 
 
-def _compiled_sampler(run: Run, params, name: str, sample_fn, num_samples: int,
+def compiled_sampler(run: Run, params, name: str, sample_fn, num_samples: int,
                       key):
     """``sample_fn`` for ``num_samples``, jitted and compiled ahead of use
     (once per run), so that timing it measures sampling alone."""
@@ -228,7 +228,7 @@ def _as_host(out) -> np.ndarray:
 def _draw(run: Run, params, num_samples: int, key) -> np.ndarray:
     """``num_samples`` samples of ``task.sample_fn`` from ``key``, by a
     sampler compiled once per size (float32 images, or integer tokens)."""
-    fn = _compiled_sampler(run, params, "", run.task.sample_fn, num_samples, key)
+    fn = compiled_sampler(run, params, "", run.task.sample_fn, num_samples, key)
     return _as_host(fn(params, key))
 
 
