@@ -25,13 +25,12 @@ beside eval/fd_floor 4.15 (1,000 real training images), eval/bits_per_dim
 2.05 (the bound on the first 50 test images: 1,117 nats, of which the
 decoder's L_0 is 526). Guidance trades fidelity to the class for spread:
 the same checkpoint with w = 1 scores 8.75 with FD 16.1 and class KL
-0.0072. Wall time: 32 min 50 s end to end on a host shared with other jobs
-(training at 1.3-2.1 steps/s; ``python -m experiments.benchmark ddpm_mnist
---preset=cpu`` measured 0.37 s per step on a quiet host, 2,200 steps in
-about 14 min); the final evaluation's 1,000 guided DDIM samples took 340 s
-of it, the bound and the rest of the evaluation 138 s. The w = 3 numbers
-are from ``--mode=eval --config.sample.guidance_scale=3.0`` on that run's
-checkpoint (guidance changes sampling only, not training). The ``paper`` preset was not run here.
+0.0072. Wall time: 20 min 22 s end to end on a quiet host (training at
+2.3-2.6 steps/s; the final evaluation 294 s, of which 211 s drew the 1,000
+guided samples); a run on a host shared with two other jobs took 32 min 50
+s with the same numbers (there w = 1 at the end, w = 3 by ``--mode=eval``
+on its checkpoint: guidance changes sampling only). The ``paper`` preset
+was not run here.
 """
 
 from genjax import cli, registry
@@ -81,8 +80,7 @@ EXPERIMENT = registry.register(registry.Experiment(
     expected={
         "cpu": "eval/classifier_score 9.34, classes_hit 10, class_kl 0.0036, "
                "fd 28.4 (floor 4.15, 1,000 samples), bits_per_dim 2.05 "
-               "(50 test images) (2026-12-03, 2-core CPU shared with other "
-               "jobs, 32 min 50 s)",
+               "(50 test images) (2026-12-03, 2-core CPU, 20 min 22 s)",
     },
 ))
 
