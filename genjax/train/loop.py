@@ -288,6 +288,13 @@ def _write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_npy(path: str, array: np.ndarray) -> None:
+    """Writes ``array`` as ``.npy`` atomically (a temporary file, then a rename)."""
+    tmp = path + ".tmp.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
 def _write_json(path: str, obj: dict) -> None:
     if jax.process_index() != 0:
         return
@@ -512,10 +519,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str, make_task: Callable,
     num_samples = num_samples or 64
     samples = _sample(run, params, num_samples)
     if jax.process_index() == 0:
-        path = os.path.join(workdir, "samples.npy")
-        tmp = path + ".tmp.npy"
-        np.save(tmp, samples.astype(np.float32))
-        os.replace(tmp, path)
+        _write_npy(os.path.join(workdir, "samples.npy"), samples.astype(np.float32))
         picture = (image_lib.make_grid(samples) if samples.ndim == 4 else
                    image_lib.scatter_image(samples) if samples.ndim == 2 else None)
         if picture is not None:
@@ -556,9 +560,7 @@ def inpaint(config: ml_collections.ConfigDict, workdir: str,
         grid = image_lib.make_grid(np.concatenate([images, masked, filled]),
                                    ncols=num)
         image_lib.save_png(os.path.join(workdir, "samples", "inpaint.png"), grid)
-        path = os.path.join(workdir, "inpainted.npy")
-        np.save(path + ".tmp.npy", filled)
-        os.replace(path + ".tmp.npy", path)
+        _write_npy(os.path.join(workdir, "inpainted.npy"), filled)
     log.info("inpainted %d test images (mask %s, %d resampling rounds) from "
              "step %d in %.1f s; wrote %s", num, config.inpaint.mask,
              config.inpaint.resample, step, seconds,
