@@ -506,6 +506,7 @@ def main(argv: list[str]) -> int:
     """Runs the benchmark from command-line arguments; returns the exit code."""
     from genjax import data as data_lib  # pylint: disable=import-outside-toplevel
     from genjax.train import loop  # pylint: disable=import-outside-toplevel
+    from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
     try:
         name, flags, overrides = parse_argv(argv)
@@ -517,6 +518,7 @@ def main(argv: list[str]) -> int:
             return 0
         experiment = registry.get(name)
         config = cli.build_config(experiment, flags["preset"], overrides)
+        step_lib.split_host_cpu(config.get("cpu_devices", 0))
         loop.validate(config)
     except (cli.UsageError, config_lib.ConfigError, KeyError, ValueError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -75,6 +75,9 @@ def get_config(preset: str = "cpu"):
         config.train.checkpoint_every = 500
         config.eval.batch_size = 12
         config.eval.num_batches = 20
+        # Two data-parallel CPU devices: on 2 cores a step takes 27 ms
+        # against 43 ms as one device using both (experiments.benchmark).
+        config.cpu_devices = 2
     elif preset == "paper":
         # nanoGPT config/train_shakespeare_char.py (its defaults above).
         config.train.batch_size = 64

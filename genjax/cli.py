@@ -103,6 +103,7 @@ def run(experiment_name: str, argv: list[str]) -> int:
     from genjax import data as data_lib  # pylint: disable=import-outside-toplevel
     from genjax.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
     from genjax.train import loop  # pylint: disable=import-outside-toplevel
+    from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
     _setup_logging()
     try:
@@ -129,6 +130,7 @@ def run(experiment_name: str, argv: list[str]) -> int:
                 raise UsageError(f"--num_samples={num_samples} must be positive")
         config = build_config(experiment, flags.get("preset", "cpu"), overrides,
                               flags)
+        step_lib.split_host_cpu(config.get("cpu_devices", 0))
         loop.validate(config)
     except (UsageError, config_lib.ConfigError, KeyError, ValueError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

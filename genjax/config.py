@@ -42,6 +42,9 @@ def base_config(*, data_name: str) -> ml_collections.ConfigDict:
     """
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # CPU hosts only: split the CPU into this many JAX devices, 0 = JAX's
+    # default (see genjax.train.step.split_host_cpu).
+    config.cpu_devices = 0
     config.data = ml_collections.ConfigDict()
     config.data.name = data_name
     # None means TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).

@@ -60,6 +60,8 @@ USAGE_ERRORS = {
                        ["'poisson'", "bernoulli", "gaussian"]),
     "bad_architecture": (["--config.model.architecture=resnet"],
                          ["'resnet'", "mlp", "conv"]),
+    "negative_cpu_devices": (["--config.cpu_devices=-1"],
+                             ["cpu_devices=-1", "positive number"]),
 }
 
 
@@ -252,3 +254,42 @@ def test_experiments_table_lists_both_vae_experiments(process_results):
     assert rows["vae_mnist"][1:4] == ["vae", "mnist", "smoke,cpu,paper"]
     assert out.splitlines()[0].split()[:4] == ["name", "family", "dataset", "presets"]
 
+
+
+# --------------------------------------------------------------------------
+# config.cpu_devices: the CPU split into data-parallel devices.
+
+_DEVICES_PROBE = """
+import sys
+import jax
+from genjax.train import step
+print(step.split_host_cpu(int(sys.argv[1])), len(jax.devices()))
+jax.numpy.zeros(1).block_until_ready()
+print(step.split_host_cpu(3), len(jax.devices()))
+"""
+
+
+@pytest.mark.parametrize("xla_flags,expected", [
+    ("", ["2 2", "2 2"]),  # The config splits; a later change cannot.
+    ("--xla_force_host_platform_device_count=4", ["0 4", "0 4"]),  # XLA_FLAGS wins.
+])
+def test_split_host_cpu(xla_flags, expected):
+    proc = subprocess.run(
+        [sys.executable, "-c", _DEVICES_PROBE, "2"], cwd=REPO,
+        env=subprocess_env(extra={"XLA_FLAGS": xla_flags}),
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == expected
+
+
+def test_cpu_devices_config_trains_on_two_devices(tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.vae_digits", f"--workdir={workdir}",
+         "--preset=smoke", "--config.cpu_devices=2",
+         "--config.train.num_steps=2", "--config.train.eval_every=2"],
+        cwd=REPO, env=subprocess_env(extra={"XLA_FLAGS": ""}),
+        capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "on 2 device(s)" in proc.stdout
+    assert (workdir / "eval.json").is_file()

@@ -4,6 +4,7 @@ inpainting, and the DDPM task end to end (tiny configs, offline)."""
 from __future__ import annotations
 
 import math
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from experiments import ddpm_cifar10, ddpm_mnist, ddpm_toy2d
 from genjax.objectives import diffusion as diff
 from genjax.tasks.diffusion import DiffusionTask
 from genjax.train import loop
+from genjax.train import step as step_lib
 
 # --------------------------------------------------------------------------
 # Schedules and the forward process.
@@ -433,6 +435,32 @@ def test_inpaint_mode_needs_a_diffusion_model(short_run, copy_workdir, capsys):
         "--config.train.eval_every=10", "--mode=inpaint"])
     assert code == 2
     assert_one_error_line(err, "--mode=inpaint needs a diffusion model")
+
+
+def test_final_loss_covers_the_test_split_and_the_bound_its_first_examples(
+        ddpm_run, tmp_path):
+    workdir, config, final = ddpm_run
+    config = set_overrides(config, {"eval.bound_num_examples": 40})
+    copy = tmp_path / "wd"
+    shutil.copytree(workdir, copy)
+    run, _, params = loop._restore_for_inference(
+        config, str(copy), ddpm_mnist.EXPERIMENT.make_task)
+    config.eval.sample_quality.num_samples = 0
+    config.eval.sample_quality.num_samples_during_training = 0
+    during = loop.run_eval(run, params, final=False)
+    at_end = loop.run_eval(run, params, final=True)
+    # The loss: the same draws over the whole test split, at the end too.
+    assert at_end["eval/loss"] == during["eval/loss"] == final["eval/loss"]
+    assert "eval/bits_per_dim" not in during
+    # The bound: the mean over the first 40 test images (of a batch of 120).
+    images = run.dataset.arrays("test")["image"]
+    key = jax.random.fold_in(step_lib.root_key(config.seed, "eval"), 0)
+    padded = np.concatenate([images[:40], np.zeros_like(images[:80])])
+    values = run.task.extra_eval_fn("bound", params, {"image": padded}, key)
+    assert at_end["eval/bound_nll_bound"] == pytest.approx(
+        float(np.mean(np.asarray(values["bound_nll_bound"])[:40])), rel=1e-5)
+    assert at_end["eval/bound_nll_bound"] != pytest.approx(
+        float(np.mean(np.asarray(values["bound_nll_bound"]))), rel=1e-3)
 
 
 def test_toy2d_smoke_judges_points_by_energy_distance(tmp_path):

@@ -116,6 +116,24 @@ class Task(abc.ABC):
         del final
         return data_lib.eval_batches(dataset.arrays("test"), batch_size)
 
+    def extra_eval_passes(self, final: bool) -> tuple[str, ...]:
+        """Names of evaluation passes beside the main one, each averaged over
+        its own examples (``extra_eval_batches``, ``extra_eval_fn``): a metric
+        too costly for the whole test split (a diffusion model's variational
+        bound) gets its own subset, while ``eval_fn`` still covers the whole
+        split. Batch ``i`` of every pass gets the key of the main pass's batch
+        ``i``. The default: none."""
+        del final
+        return ()
+
+    def extra_eval_batches(self, name: str, dataset, batch_size: int):
+        """``(global batch, mask)`` pairs of the extra pass ``name``."""
+        raise NotImplementedError(f"{type(self).__name__} has no eval pass {name!r}")
+
+    def extra_eval_fn(self, name: str, params, batch: dict, rng: jax.Array) -> dict:
+        """Per-example metrics ``{key: [B]}`` of the extra pass ``name``."""
+        raise NotImplementedError(f"{type(self).__name__} has no eval pass {name!r}")
+
     # ------------------------------------------------------------------
     # How the task is trained; the defaults are one gradient-descent player.
 

@@ -123,7 +123,10 @@ def cpu_preset(config: ml_collections.ConfigDict, num_steps: int) -> None:
     28x28 images takes 0.37 s at 16 channels and 1.3 s at 32), no dropout,
     class-conditional, trained ``num_steps`` steps of 64 at 1e-3 with a
     short warmup and cosine decay; 1,000 samples judged at the end, the
-    bound on 50 test images."""
+    bound on 50 test images. The CPU is split into 2 devices
+    (``cpu_devices``): on 2 cores, the 16-channel step takes 0.25 s as two
+    data-parallel halves against 0.35 s as one device using both cores."""
+    config.cpu_devices = 2
     m = config.model
     m.channels, m.channel_mults, m.num_res_blocks = 16, (1, 2, 2), 1
     m.num_groups, m.dropout = 8, 0.0
@@ -292,36 +295,44 @@ class DiffusionTask(Task):
                                       self.config.diffusion.prediction)
         return jnp.mean(loss), {}
 
-    def eval_batches(self, dataset, batch_size, *, final):
-        """The whole test split during training; at the end, the first
-        ``eval.bound_num_examples`` test examples (the bound costs T network
-        passes per example)."""
-        arrays = dataset.arrays("test")
-        n = self.config.eval.bound_num_examples
-        if final and n > 0:
-            arrays = {k: v[:n] for k, v in arrays.items()}
-        return data_lib.eval_batches(arrays, batch_size)
-
     def eval_fn(self, params, batch, rng, *, final):
         """The denoising loss at a random step (unconditional for a
-        conditional model), and at the end the variational bound: nats per
-        example and bits per dimension, with its prior, diffusion and decoder
-        terms."""
-        d = self.config.diffusion
-        loss_rng, bound_rng = jax.random.split(rng)
+        conditional model), on the whole test split."""
+        del final
+        loss_rng, _ = jax.random.split(rng)  # The second half: the bound's.
         x0 = self.to_model(batch[self.field])
         denoise = self.denoiser(params, self.null_labels(x0.shape[0]))
         loss, _ = diff.denoising_loss(denoise, self.schedule, x0, loss_rng,
-                                      d.prediction)
-        out = {"loss": loss}
-        if final and self.config.eval.bound_num_examples > 0:
-            bound = diff.variational_bound(denoise, self.schedule, x0, bound_rng,
-                                           prediction=d.prediction,
-                                           variance=d.variance)
-            if self.field == "image":
-                out["bits_per_dim"] = diff.bits_per_dim(bound["nll_bound"],
-                                                        self.num_dims)
-            out.update({f"bound_{k}": v for k, v in bound.items()})
+                                      self.config.diffusion.prediction)
+        return {"loss": loss}
+
+    def extra_eval_passes(self, final):
+        """At the end, the variational bound on the first
+        ``eval.bound_num_examples`` test examples (it costs T network passes
+        per example)."""
+        return ("bound",) if final and self.config.eval.bound_num_examples > 0 else ()
+
+    def extra_eval_batches(self, name, dataset, batch_size):
+        del name
+        n = self.config.eval.bound_num_examples
+        arrays = {k: v[:n] for k, v in dataset.arrays("test").items()}
+        return data_lib.eval_batches(arrays, batch_size)
+
+    def extra_eval_fn(self, name, params, batch, rng):
+        """The variational bound (unconditional): nats per example and bits
+        per dimension, with its prior, diffusion and decoder terms."""
+        del name
+        d = self.config.diffusion
+        _, bound_rng = jax.random.split(rng)
+        x0 = self.to_model(batch[self.field])
+        denoise = self.denoiser(params, self.null_labels(x0.shape[0]))
+        bound = diff.variational_bound(denoise, self.schedule, x0, bound_rng,
+                                       prediction=d.prediction,
+                                       variance=d.variance)
+        out = {f"bound_{k}": v for k, v in bound.items()}
+        if self.field == "image":
+            out["bits_per_dim"] = diff.bits_per_dim(bound["nll_bound"],
+                                                    self.num_dims)
         return out
 
     def sample(self, params, rng, num_samples: int, sampler: str | None = None,

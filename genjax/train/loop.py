@@ -145,16 +145,13 @@ def _local_rows(batch: dict, mask: np.ndarray | None = None):
     return jax.tree.map(cut, batch), (None if mask is None else cut(mask))
 
 
-def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
-    """Averages ``task.eval_fn`` over the whole test split; ``eval/...`` keys."""
-    if ("eval", final) not in run.compiled:
-        eval_fn = lambda p, b, r: run.task.eval_fn(p, b, r, final=final)  # noqa: E731
-        run.compiled["eval", final] = step_lib.make_eval_step(eval_fn, run.mesh)
-    eval_step = run.compiled["eval", final]
-    key = step_lib.root_key(run.config.seed, "eval")
+def _eval_pass(run: Run, params, name: str, eval_fn: Callable, batches,
+               key) -> dict[str, float]:
+    """``eval_fn``'s per-example values averaged over ``batches``."""
+    if ("eval", name) not in run.compiled:
+        run.compiled["eval", name] = step_lib.make_eval_step(eval_fn, run.mesh)
+    eval_step = run.compiled["eval", name]
     totals: dict[str, float] = {}
-    batches = run.task.eval_batches(run.dataset, run.config.eval.batch_size,
-                                    final=final)
     for i, (batch, mask) in enumerate(batches):
         batch, mask = _local_rows(batch, mask)
         sums = eval_step(params, step_lib.to_global(batch, run.mesh),
@@ -163,8 +160,24 @@ def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
         for k, v in jax.device_get(sums).items():
             totals[k] = totals.get(k, 0.0) + float(v)
     count = totals.pop("count")
-    metrics = {f"eval/{k}": v / count for k, v in sorted(totals.items())}
-    metrics = run.task.summarize_eval(metrics)
+    return {f"eval/{k}": v / count for k, v in sorted(totals.items())}
+
+
+def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
+    """Averages ``task.eval_fn`` over the whole test split, and each of the
+    task's extra passes over its own examples; ``eval/...`` keys."""
+    task, batch_size = run.task, run.config.eval.batch_size
+    key = step_lib.root_key(run.config.seed, "eval")
+    metrics = _eval_pass(
+        run, params, f"main/{final}",
+        lambda p, b, r: task.eval_fn(p, b, r, final=final),
+        task.eval_batches(run.dataset, batch_size, final=final), key)
+    for name in task.extra_eval_passes(final):
+        metrics.update(_eval_pass(
+            run, params, name,
+            lambda p, b, r, name=name: task.extra_eval_fn(name, p, b, r),
+            task.extra_eval_batches(name, run.dataset, batch_size), key))
+    metrics = task.summarize_eval(metrics)
     protocol = run.config.eval.get("sample_quality")
     if protocol is not None:
         n = (protocol.num_samples if final

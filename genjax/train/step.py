@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
+import os
 from typing import Callable
 
 import jax
@@ -33,6 +35,53 @@ def make_mesh(devices=None) -> Mesh:
     """A one-axis mesh over all devices (all hosts' devices on multi-host)."""
     devices = jax.devices() if devices is None else devices
     return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+_FORCE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def split_host_cpu(count: int) -> int:
+    """Makes JAX's CPU platform ``count`` devices (``config.cpu_devices``).
+
+    On a CPU-only host, one device per core can beat one device using every
+    core: XLA:CPU parallelises many small ops poorly, while data parallelism
+    over host devices keeps each core busy with its own share of the batch.
+    The ddpm_mnist and gpt_shakespeare_char cpu presets use 2 (measured by
+    ``python -m experiments.benchmark``; MLP models such as the VAE are
+    slower split, so their presets keep 0). The setting only concerns the
+    CPU platform: on a GPU or TPU host the mesh is made of the accelerators
+    and the CPU device count does not matter.
+
+    ``0`` leaves JAX's default (one CPU device, or what ``XLA_FLAGS`` says).
+    An explicit ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` wins
+    over the config, as does a JAX that has already started (a notebook that
+    ran JAX code first); both are logged. Returns the CPU device count that
+    applies (``0`` when left to JAX).
+
+    Raises:
+      ValueError: ``count`` is negative.
+    """
+    if count < 0:
+        raise ValueError(f"cpu_devices={count} must be 0 (JAX's default) or a "
+                         "positive number of CPU devices, e.g. 2")
+    if count == 0:
+        return 0
+    if _FORCE_FLAG in os.environ.get("XLA_FLAGS", ""):
+        logging.getLogger(__name__).info(
+            "cpu_devices=%d ignored: XLA_FLAGS sets %s", count, _FORCE_FLAG)
+        return 0
+    if jax.config.jax_num_cpu_devices == count:
+        return count
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX already started in this process.
+        have = len(jax.devices("cpu"))
+        if have != count:
+            logging.getLogger(__name__).warning(
+                "cpu_devices=%d has no effect: JAX already started with %d CPU "
+                "device(s); set it before the first JAX operation", count, have)
+        return have
+    return count
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
