@@ -84,7 +84,7 @@ EXPERIMENT = registry.register(registry.Experiment(
     expected={
         "cpu": "DDIM-50: energy_distance 0.0039 (floor 0.0012), classes_hit 8, "
                "class_kl 0.0031; DDPM-1000: 0.0031, 8, 0.0019 (2026-12-03, "
-               "2-core CPU, 24 s)",
+               "2-core CPU, 22 s)",
     },
 ))
 

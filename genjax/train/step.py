@@ -47,8 +47,8 @@ def split_host_cpu(count: int) -> int:
     core: XLA:CPU parallelises many small ops poorly, while data parallelism
     over host devices keeps each core busy with its own share of the batch.
     The ddpm_mnist and gpt_shakespeare_char cpu presets use 2 (measured by
-    ``python -m experiments.benchmark``; MLP models such as the VAE are
-    slower split, so their presets keep 0). The setting only concerns the
+    ``python -m experiments.benchmark``; the VAE, DCGAN and 2-D diffusion
+    steps are slower split, so their presets keep 0). The setting only concerns the
     CPU platform: on a GPU or TPU host the mesh is made of the accelerators
     and the CPU device count does not matter.
 
