@@ -24,13 +24,12 @@ images: 9.67), eval/classes_hit 10, eval/class_kl 0.0036 nats, eval/fd 28.4
 beside eval/fd_floor 4.15 (1,000 real training images), eval/bits_per_dim
 2.05 (the bound on the first 50 test images: 1,117 nats, of which the
 decoder's L_0 is 526). Guidance trades fidelity to the class for spread:
-the same checkpoint with w = 1 scores 8.75 with FD 16.1 and class KL
-0.0072. Wall time: 20 min 22 s end to end on a quiet host (training at
-2.3-2.6 steps/s; the final evaluation 294 s, of which 211 s drew the 1,000
-guided samples); a run on a host shared with two other jobs took 32 min 50
-s with the same numbers (there w = 1 at the end, w = 3 by ``--mode=eval``
-on its checkpoint: guidance changes sampling only). The ``paper`` preset
-was not run here.
+the same model with w = 1 scores 8.75 with FD 16.1 and class KL 0.0072
+(on the one-device run's checkpoint). Wall time: 14 min 43 s end to end on
+a quiet host, with the CPU split into 2 devices (``cpu_devices``; training
+at 3.3-3.7 steps/s; the final evaluation 206 s, of which 143 s drew the
+1,000 guided samples). As one device the same run took 20 min 22 s and gave
+the same numbers to three digits. The ``paper`` preset was not run here.
 """
 
 from genjax import cli, registry

@@ -17,10 +17,10 @@ Measured 2026-12-03 on a 2-core CPU, ``--preset=cpu`` (the command above:
 5,000 steps of 256 on eight_gaussians, 2,000 samples against 2,000 test
 points): DDIM with 50 steps, eval/energy_distance 0.0039 beside
 eval/energy_distance_floor 0.0012, all 8 modes hit, class KL 0.0031 nats,
-0.14 s for the 2,000 samples; ancestral sampling with 1,000 steps
-(eval/ddpm/...), energy distance 0.0031, 8 modes, class KL 0.0019, 2.53 s
-(17.8 times DDIM's); eval/bound_nll_bound 11.2 nats per point (1,000 test
-points); 24 s end to end.
+0.13 s for the 2,000 samples; ancestral sampling with 1,000 steps
+(eval/ddpm/...), energy distance 0.0031, 8 modes, class KL 0.0019, 2.17 s
+(17.1 times DDIM's); eval/bound_nll_bound 11.2 nats per point (1,000 test
+points); 22 s end to end.
 """
 
 from genjax import cli, registry

@@ -255,7 +255,6 @@ def test_experiments_table_lists_both_vae_experiments(process_results):
     assert out.splitlines()[0].split()[:4] == ["name", "family", "dataset", "presets"]
 
 
-
 # --------------------------------------------------------------------------
 # config.cpu_devices: the CPU split into data-parallel devices.
 

@@ -440,7 +440,8 @@ def test_inpaint_mode_needs_a_diffusion_model(short_run, copy_workdir, capsys):
 def test_final_loss_covers_the_test_split_and_the_bound_its_first_examples(
         ddpm_run, tmp_path):
     workdir, config, final = ddpm_run
-    config = set_overrides(config, {"eval.bound_num_examples": 40})
+    config = set_overrides(config.copy_and_resolve_references(),
+                           {"eval.bound_num_examples": 40})
     copy = tmp_path / "wd"
     shutil.copytree(workdir, copy)
     run, _, params = loop._restore_for_inference(

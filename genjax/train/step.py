@@ -48,15 +48,15 @@ def split_host_cpu(count: int) -> int:
     over host devices keeps each core busy with its own share of the batch.
     The ddpm_mnist and gpt_shakespeare_char cpu presets use 2 (measured by
     ``python -m experiments.benchmark``; the VAE, DCGAN and 2-D diffusion
-    steps are slower split, so their presets keep 0). The setting only concerns the
-    CPU platform: on a GPU or TPU host the mesh is made of the accelerators
-    and the CPU device count does not matter.
+    steps are slower split, so their presets keep 0). The setting only
+    concerns the CPU platform: on a GPU or TPU host the mesh is made of the
+    accelerators and the CPU device count does not matter.
 
     ``0`` leaves JAX's default (one CPU device, or what ``XLA_FLAGS`` says).
     An explicit ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` wins
-    over the config, as does a JAX that has already started (a notebook that
-    ran JAX code first); both are logged. Returns the CPU device count that
-    applies (``0`` when left to JAX).
+    over the config (logged), as does a JAX that has already started with
+    another count (a notebook that ran JAX code first; a warning). Returns
+    the CPU device count that applies (``0`` when left to ``XLA_FLAGS``).
 
     Raises:
       ValueError: ``count`` is negative.
