@@ -19,8 +19,9 @@ What it measures:
   the step of a real training loop (next batch -> ``to_global`` -> step),
   synchronised with ``jax.block_until_ready`` on the new state and metrics;
   reported as median, p10 and p90 (and the median host time spent on the
-  batch). A second pass times ``--steps`` steps without per-step
-  synchronisation, as the training loop runs them, and reports the mean.
+  batch). A second pass times ``--steps`` steps as the training loop runs
+  them (no per-step synchronisation, except on a mesh of several CPU
+  devices, where every step is awaited) and reports the mean.
 * throughput: global batch / median step time; for sequence models (batches
   of ``inputs`` windows ``[B, T]``) also tokens per second, ``B * T`` per step.
 * FLOPs: XLA's cost analysis of the compiled step. Under SPMD the compiled
@@ -293,12 +294,16 @@ def _time_train_step(run, steps: int, warmup: int) -> dict[str, Any]:
         batch_times.append(s1 - s0)
         step_times.append(s2 - s0)
 
-    # Pass 2: no per-step synchronisation, as the training loop runs.
+    # Pass 2: as the training loop runs: no per-step synchronisation, except
+    # on a mesh of several CPU devices (step_lib.steps_must_sync).
+    sync = step_lib.steps_must_sync(mesh)
     pending = []
     s0 = time.perf_counter()
     for _ in range(steps):
         batch = step_lib.to_global(next(iterator), mesh)
         state, metrics = compiled(state, batch)
+        if sync:
+            jax.block_until_ready(metrics)
         pending.append(metrics)
     jax.block_until_ready((state, pending))
     pipelined = (time.perf_counter() - s0) / steps
@@ -308,7 +313,8 @@ def _time_train_step(run, steps: int, warmup: int) -> dict[str, Any]:
 
     return {"compile": (t0, t1, t2), "flops_per_device": flops_per_device,
             "step_times": step_times, "batch_times": batch_times,
-            "pipelined": pipelined, "final_metrics": final_metrics,
+            "pipelined": pipelined, "steps_synced": sync,
+            "final_metrics": final_metrics,
             "num_params": num_params, "tokens_per_example": tokens_per_example}
 
 
@@ -398,6 +404,7 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
                          "min": float(np.min(step_times))},
         "batch_seconds_median": _percentile(m["batch_times"], 50),
         "pipelined_step_seconds_mean": m["pipelined"],
+        "steps_synced": m["steps_synced"],
         "examples_per_second": batch_size / median,
         "tokens_per_second": (None if m["tokens_per_example"] is None else
                               batch_size * m["tokens_per_example"] / median),
@@ -450,8 +457,9 @@ def format_report(r: dict[str, Any]) -> str:
         f"  step time   median {_ms(s['median'])}  p10 {_ms(s['p10'])}  "
         f"p90 {_ms(s['p90'])}  ({r['steps']} timed, {r['warmup']} warm-up; "
         f"batch {_ms(r['batch_seconds_median'])})",
-        f"  pipelined   {_ms(r['pipelined_step_seconds_mean'])}/step mean, no "
-        "per-step sync (as the training loop runs)",
+        f"  pipelined   {_ms(r['pipelined_step_seconds_mean'])}/step mean, "
+        + ("each step awaited (several CPU devices)" if r["steps_synced"]
+           else "no per-step sync") + " (as the training loop runs)",
         f"  throughput  {r['examples_per_second']:,.0f} examples/s"
         + ("" if r.get("tokens_per_second") is None else
            f" ({r['tokens_per_second']:,.0f} tokens/s)"),

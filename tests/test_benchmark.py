@@ -76,6 +76,7 @@ def test_human_readable_block():
         "xla_compile_seconds": 1.0, "steps": 50, "warmup": 5,
         "step_seconds": {"median": 0.004, "p10": 0.003, "p90": 0.005},
         "batch_seconds_median": 0.001, "pipelined_step_seconds_mean": 0.0035,
+        "steps_synced": False,
         "examples_per_second": 8000.0, "flops_per_step": 4e7,
         "flops_per_step_per_device": 4e7, "achieved_flops_per_second": 1e10,
         "peak_flops_per_second": 5e10,

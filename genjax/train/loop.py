@@ -352,6 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     writer = MetricWriter(workdir, resume_step=start if restored else None)
     train_step = make_step(run)
+    sync = step_lib.steps_must_sync(run.mesh)
     config_dict = config_lib.to_dict(config)
     progress = Progress(start, t.num_steps, t.log_every)
     pending: list[dict] = []
@@ -360,6 +361,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         for step in range(start + 1, t.num_steps + 1):
             batch = step_lib.to_global(next(iterator), run.mesh)
             state, metrics = train_step(state, batch)
+            if sync:
+                jax.block_until_ready(metrics)
             pending.append(metrics)
             progress.update(step)
             is_last = step == t.num_steps

@@ -84,6 +84,24 @@ def split_host_cpu(count: int) -> int:
     return count
 
 
+def steps_must_sync(mesh: Mesh) -> bool:
+    """True when each step must finish before the next is dispatched.
+
+    XLA:CPU runs the collectives of a mesh of several CPU devices in one
+    process (``cpu_devices`` or ``XLA_FLAGS``) as blocking rendezvous on the
+    shared intra-op thread pool. With steps in flight back to back, a device
+    can reach the next step's all-reduce while the pool's threads are all
+    taken, and the run hangs until XLA aborts it (seen here with jax 0.10.2
+    on 2 cores: the gpt_shakespeare_char smoke preset with ``cpu_devices=2``
+    stuck within 1,500 steps). Waiting for each step costs nothing
+    measurable on a CPU, where the host has no device queue to keep full
+    (``experiments.benchmark``: synchronised and pipelined steps take the
+    same time). Accelerators and single-device meshes keep async dispatch.
+    """
+    return mesh.devices.size > 1 and all(
+        d.platform == "cpu" for d in mesh.devices.flat)
+
+
 def data_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over the ``data`` axis."""
     return NamedSharding(mesh, P(DATA_AXIS))
