@@ -1,7 +1,8 @@
 """Benchmark one experiment's real train step: compile time, step time, MFU.
 
     python -m experiments.benchmark NAME [--preset=P] [--config.KEY=VALUE ...]
-        [--steps=N] [--warmup=N] [--peak_size=N] [--json]
+        [--steps=N] [--warmup=N] [--peak_size=N] [--sampling=N]
+        [--profile=DIR] [--json]
 
 The train step is built exactly as ``genjax.train.loop.train_and_evaluate``
 builds it: the same task, optimiser, schedule, EMA, one-axis mesh, shardings
@@ -65,16 +66,28 @@ a diffusion model: DDIM with ``sample.ddim_steps``, and ancestral DDPM when
 parameters (the cost does not depend on their values), and prints each
 time with its ratio to the first.
 
+``--profile=DIR`` also traces 10 steps (fewer if ``--steps`` is smaller)
+with ``jax.profiler`` into ``DIR`` (a Perfetto trace that TensorBoard's
+profile plugin and ui.perfetto.dev open) and prints where a step's time goes,
+per device: matmuls (dots, convolutions, library GEMM fusions such as
+XLA:CPU's ``ynn_fusion``), collectives, everything else, and the part no
+operation's event covers; then the costliest operations, each with the JAX
+operation it came from. Profile before optimising: on XLA:CPU the shape and
+layout of each ``dot_general`` decide most of a step's time.
+
 ``--json`` prints one JSON object with the same numbers (seconds and FLOP/s,
 unrounded) instead of the block.
 """
 
 from __future__ import annotations
 
+import glob
+import gzip
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -89,9 +102,13 @@ from genjax import registry
 
 USAGE = ("usage: python -m experiments.benchmark NAME [--preset=P] "
          "[--config.KEY=VALUE ...] [--steps=N] [--warmup=N] [--peak_size=N] "
-         "[--sampling=N] [--json]")
+         "[--sampling=N] [--profile=DIR] [--json]")
 DEFAULTS = {"preset": "cpu", "steps": 50, "warmup": 5, "peak_size": 2048,
-            "sampling": 0}
+            "sampling": 0, "profile": None}
+# Steps traced by --profile (the trace of a step is large).
+PROFILE_STEPS = 10
+# Operations listed by name in the --profile summary.
+PROFILE_TOP = 12
 PEAK_RUNS = 5
 # One timed peak run should last at least this long (accelerators repeat the
 # matmul inside one jitted loop so that dispatch overhead does not count).
@@ -137,6 +154,10 @@ def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any],
             overrides.append((name[len("config."):], value))
         elif name == "preset":
             flags[name] = value
+        elif name == "profile":
+            if not value:
+                raise UsageError("--profile needs a directory (--profile=DIR)")
+            flags[name] = value
         elif name in ("steps", "warmup", "peak_size", "sampling"):
             try:
                 flags[name] = int(value)
@@ -148,7 +169,7 @@ def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any],
         else:
             raise UsageError(
                 f"unknown flag --{name}; valid: --preset, --steps, --warmup, "
-                "--peak_size, --sampling, --json, --config.KEY")
+                "--peak_size, --sampling, --profile, --json, --config.KEY")
     if flags.get("help"):
         return (names[0] if names else ""), flags, overrides
     if len(names) != 1:
@@ -247,7 +268,8 @@ def _close_checkpointer(checkpointer) -> None:
     checkpointer.close()
 
 
-def _time_train_step(run, steps: int, warmup: int) -> dict[str, Any]:
+def _time_train_step(run, steps: int, warmup: int,
+                     profile_dir: str | None = None) -> dict[str, Any]:
     """Compiles and times the train step of ``run`` (see the module docstring)."""
     import jax  # pylint: disable=import-outside-toplevel
     from genjax.train import loop  # pylint: disable=import-outside-toplevel
@@ -309,13 +331,96 @@ def _time_train_step(run, steps: int, warmup: int) -> dict[str, Any]:
     pipelined = (time.perf_counter() - s0) / steps
     last = jax.device_get(pending[-1])
     final_metrics = {k: float(last[k]) for k in run.task.progress_keys}
-    del state, pending
+    del pending
+
+    profile = None
+    if profile_dir is not None:
+        # Pass 3: a jax.profiler trace of a few steps, each awaited.
+        n = min(steps, PROFILE_STEPS)
+        wall = time.perf_counter()
+        with jax.profiler.trace(profile_dir, create_perfetto_trace=True):
+            for _ in range(n):
+                batch = step_lib.to_global(next(iterator), mesh)
+                state, metrics = compiled(state, batch)
+                jax.block_until_ready((state, metrics))
+            wall = time.perf_counter() - wall
+        profile = summarize_trace(profile_dir, compiled.as_text(), n,
+                                  int(mesh.devices.size))
+        profile["step_seconds"] = wall / n
+    del state
 
     return {"compile": (t0, t1, t2), "flops_per_device": flops_per_device,
             "step_times": step_times, "batch_times": batch_times,
             "pipelined": pipelined, "steps_synced": sync,
             "final_metrics": final_metrics,
-            "num_params": num_params, "tokens_per_example": tokens_per_example}
+            "num_params": num_params, "tokens_per_example": tokens_per_example,
+            "profile": profile}
+
+
+# Operation names (XLA instruction names, less the ``.N`` suffix) by kind.
+_MATMUL_PREFIXES = ("dot", "ynn_fusion", "xnn_fusion", "onednn", "convolution",
+                    "conv", "cublas", "gemm", "__cublas", "custom-call")
+_COLLECTIVE_PREFIXES = ("all-reduce", "all-gather", "reduce-scatter",
+                        "all-to-all", "collective-permute")
+
+
+def op_kind(name: str) -> str:
+    """``matmul`` (dots, convolutions, library GEMM fusions), ``collective``
+    or ``other`` (elementwise and reduction fusions, copies, ...) for an XLA
+    operation's name."""
+    base = re.sub(r"\.\d+$", "", name)
+    if base.startswith(_COLLECTIVE_PREFIXES):
+        return "collective"
+    if base.startswith(_MATMUL_PREFIXES):
+        return "matmul"
+    return "other"
+
+
+def summarize_trace(profile_dir: str, hlo_text: str, steps: int,
+                    devices: int) -> dict[str, Any]:
+    """Time per step and device in each operation of the compiled step.
+
+    Reads the newest ``*.trace.json.gz`` (Perfetto) under ``profile_dir``
+    and keeps the events named like an instruction of ``hlo_text`` (the
+    compiled step), so runtime bookkeeping is left out. Times are the events'
+    durations summed, divided by ``steps`` and ``devices``; ``top`` names
+    the costliest with the JAX operation each came from (``source``). On XLA:CPU some
+    library calls (Eigen dots) finish outside their event, so the parts can
+    add up to less than the step: ``untraced`` is that remainder.
+    """
+    paths = glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"),
+                      recursive=True)
+    if not paths:
+        raise FileNotFoundError(f"no *.trace.json.gz under {profile_dir}")
+    path = max(paths, key=os.path.getmtime)
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        events = json.load(f).get("traceEvents", [])
+    # Instruction name -> the JAX operation it came from (its op_name).
+    instructions = {}
+    for line in hlo_text.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
+        if m:
+            source = re.search(r'op_name="([^"]*)"', line)
+            instructions[m.group(1)] = source.group(1) if source else ""
+    per_op: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for e in events:
+        name = e.get("name")
+        if e.get("ph") == "X" and name in instructions:
+            per_op[name] = per_op.get(name, 0.0) + e.get("dur", 0) * 1e-6
+            count[name] = count.get(name, 0) + 1
+    scale = 1.0 / (steps * devices)
+    kinds = {"matmul": 0.0, "collective": 0.0, "other": 0.0}
+    for name, seconds in per_op.items():
+        kinds[op_kind(name)] += seconds * scale
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:PROFILE_TOP]
+    return {
+        "dir": profile_dir, "trace": path, "steps": steps,
+        "ops_per_step": sum(count.values()) * scale,
+        "kind_seconds": kinds,
+        "top": [{"name": n, "kind": op_kind(n), "seconds": sec * scale,
+                 "source": instructions[n]} for n, sec in top],
+    }
 
 
 def _time_samplers(run, num_samples: int) -> dict[str, float]:
@@ -343,7 +448,8 @@ def _time_samplers(run, num_samples: int) -> dict[str, float]:
 
 
 def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
-              peak_size: int = 2048, sampling: int = 0) -> dict[str, Any]:
+              peak_size: int = 2048, sampling: int = 0,
+              profile_dir: str | None = None) -> dict[str, Any]:
     """Builds the training step of ``config`` and times it; returns the numbers.
 
     Args:
@@ -354,6 +460,8 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
       peak_size: side of the square matmul that measures the peak.
       sampling: if > 0, also time each of the task's samplers on this many
         samples (``sampling_seconds``).
+      profile_dir: if given, also trace a few steps with ``jax.profiler``
+        into this directory and summarise them (``profile``).
     """
     import jax  # pylint: disable=import-outside-toplevel
     from genjax.train import loop  # pylint: disable=import-outside-toplevel
@@ -364,7 +472,7 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
     try:
         run = loop.build(config, workdir, make_task)
         try:
-            m = _time_train_step(run, steps, warmup)
+            m = _time_train_step(run, steps, warmup, profile_dir)
             sampler_seconds = (_time_samplers(run, sampling) if sampling
                                else None)
         finally:
@@ -418,6 +526,7 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
         "final_train_metrics": m["final_metrics"],
         "sampling_num_samples": sampling,
         "sampling_seconds": sampler_seconds,
+        "profile": m["profile"],
     }
 
 
@@ -486,6 +595,22 @@ def format_report(r: dict[str, Any]) -> str:
             f"{name} {sec:.2f} s ({sec / first:.1f}x)"
             for name, sec in times.items())
             + f" for {r['sampling_num_samples']} samples")
+    prof = r.get("profile")
+    if prof:
+        k = prof["kind_seconds"]
+        untraced = max(prof["step_seconds"] - sum(k.values()), 0.0)
+        lines.append(
+            f"  profile     {_ms(prof['step_seconds'])}/step traced over "
+            f"{prof['steps']} steps; per device: "
+            f"{prof['ops_per_step']:,.0f} ops, matmul {_ms(k['matmul'])}, collective "
+            f"{_ms(k['collective'])}, other {_ms(k['other'])}, untraced "
+            f"{_ms(untraced)}")
+        for op in prof["top"]:
+            source = op["source"].removeprefix("jit(step)/")
+            lines.append(f"              {_ms(op['seconds']):>10}  "
+                         f"{op['kind']:<10}  {op['name']}  {source}"[:118])
+        lines.append(f"              trace: {prof['trace']} (Perfetto, "
+                     "TensorBoard's profile plugin)")
     load = r.get("host_load_per_cpu")
     if load is not None and load > 0.5:
         lines.append(f"  note        the host was busy before the run (load "
@@ -540,7 +665,8 @@ def main(argv: list[str]) -> int:
     try:
         result = benchmark(config, experiment.make_task, steps=flags["steps"],
                            warmup=flags["warmup"], peak_size=flags["peak_size"],
-                           sampling=flags["sampling"])
+                           sampling=flags["sampling"],
+                           profile_dir=flags["profile"])
     except data_lib.DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

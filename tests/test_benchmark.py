@@ -6,6 +6,7 @@ is what ``python -m experiments.benchmark`` itself is for.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import pathlib
@@ -111,6 +112,7 @@ def test_unknown_experiment_exits_2(capsys):
     (["vae_digits", "--preset=nope"], "unknown preset 'nope'"),
     (["vae_digits", "--config.train.nope=1"], "train.nope"),
     (["vae_digits", "--steps"], "--steps needs a value"),
+    (["vae_digits", "--profile="], "--profile needs a directory"),
 ])
 def test_usage_errors_exit_2(capsys, argv, fragment):
     code, out, err = _run(capsys, argv)
@@ -173,3 +175,62 @@ def test_sampling_times_every_sampler_of_a_diffusion_task(capsys):
     assert r["sampling_seconds"]["ddim"] > 0 and r["sampling_num_samples"] == 4
     code, _, err = _run(capsys, ["ddpm_toy2d", "--sampling=-1"])
     assert code == 2 and "--sampling=-1 must be >= 0" in err
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("ynn_fusion.12", "matmul"), ("dot.3", "matmul"), ("convolution", "matmul"),
+    ("all-reduce.29", "collective"), ("all-gather-start.1", "collective"),
+    ("multiply_add_fusion.4", "other"), ("copy_bitcast_fusion", "other"),
+    ("transpose_copy_fusion.38", "other"),
+])
+def test_op_kind(name, kind):
+    assert benchmark.op_kind(name) == kind
+
+
+_HLO = """HloModule jit_step
+ENTRY %main {
+  %ynn_fusion.1 = f32[4,4]{1,0} fusion(%a, %b), metadata={op_name="jit(step)/jvp(GPT)/mlp/fc/dot_general"}
+  %all-reduce.2 = f32[4]{0} all-reduce(%c), metadata={op_name="jit(step)/psum"}
+  ROOT %add_fusion.3 = f32[4]{0} fusion(%d)
+}
+"""
+
+
+def test_summarize_trace_sums_hlo_ops_per_step_and_device(tmp_path):
+    # Two steps on two devices: each op's event durations (us) summed, then
+    # divided by 2 x 2; runtime events (not HLO instructions) are left out.
+    events = [{"ph": "X", "name": "ynn_fusion.1", "dur": 1000}] * 4 + [
+        {"ph": "X", "name": "all-reduce.2", "dur": 400}] * 4 + [
+        {"ph": "X", "name": "add_fusion.3", "dur": 200}] * 4 + [
+        {"ph": "X", "name": "ThunkExecutor::Execute", "dur": 99999},
+        {"ph": "M", "name": "ynn_fusion.1", "dur": 99999}]
+    run_dir = tmp_path / "plugins" / "profile" / "run"
+    run_dir.mkdir(parents=True)
+    with gzip.open(run_dir / "host.trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    p = benchmark.summarize_trace(str(tmp_path), _HLO, steps=2, devices=2)
+    assert p["steps"] == 2 and p["ops_per_step"] == 3
+    assert p["kind_seconds"] == pytest.approx(
+        {"matmul": 1e-3, "collective": 4e-4, "other": 2e-4})
+    assert [op["name"] for op in p["top"]] == [
+        "ynn_fusion.1", "all-reduce.2", "add_fusion.3"]
+    assert p["top"][0]["source"] == "jit(step)/jvp(GPT)/mlp/fc/dot_general"
+    assert p["top"][2]["source"] == ""
+    with pytest.raises(FileNotFoundError, match="trace.json.gz"):
+        benchmark.summarize_trace(str(tmp_path / "empty"), _HLO, 1, 1)
+
+
+def test_profile_flag_traces_the_real_step(capsys, tmp_path):
+    code, out, err = _run(capsys, [
+        "vae_digits", "--preset=smoke", "--steps=3", "--warmup=1",
+        "--peak_size=256", f"--profile={tmp_path}", "--json"])
+    assert code == 0, err
+    p = json.loads(out.strip().splitlines()[-1])["profile"]
+    assert p["steps"] == 3 and pathlib.Path(p["trace"]).is_file()
+    assert p["kind_seconds"]["matmul"] > 0 and p["ops_per_step"] > 5
+    assert p["top"] and all(op["seconds"] > 0 for op in p["top"])
+    assert any("dot_general" in op["source"] for op in p["top"])
+    assert 0 < sum(p["kind_seconds"].values()) <= p["step_seconds"] * 1.5
+    text = benchmark.format_report(dict(
+        json.loads(out.strip().splitlines()[-1]), experiment="vae_digits"))
+    assert "profile" in text and "matmul" in text and "trace:" in text
