@@ -358,8 +358,9 @@ def _time_train_step(run, steps: int, warmup: int,
 
 
 # Operation names (XLA instruction names, less the ``.N`` suffix) by kind.
+# "conv" alone would also catch ``convert`` fusions.
 _MATMUL_PREFIXES = ("dot", "ynn_fusion", "xnn_fusion", "onednn", "convolution",
-                    "conv", "cublas", "gemm", "__cublas", "custom-call")
+                    "cublas", "gemm", "__cublas", "custom-call")
 _COLLECTIVE_PREFIXES = ("all-reduce", "all-gather", "reduce-scatter",
                         "all-to-all", "collective-permute")
 
@@ -384,9 +385,10 @@ def summarize_trace(profile_dir: str, hlo_text: str, steps: int,
     and keeps the events named like an instruction of ``hlo_text`` (the
     compiled step), so runtime bookkeeping is left out. Times are the events'
     durations summed, divided by ``steps`` and ``devices``; ``top`` names
-    the costliest with the JAX operation each came from (``source``). On XLA:CPU some
-    library calls (Eigen dots) finish outside their event, so the parts can
-    add up to less than the step: ``untraced`` is that remainder.
+    the costliest with the JAX operation each came from (``source``). On
+    XLA:CPU some library calls (Eigen dots) finish outside their event, so
+    the parts can add up to less than the step: ``untraced`` is that
+    remainder.
     """
     paths = glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"),
                       recursive=True)

@@ -182,6 +182,7 @@ def test_sampling_times_every_sampler_of_a_diffusion_task(capsys):
     ("all-reduce.29", "collective"), ("all-gather-start.1", "collective"),
     ("multiply_add_fusion.4", "other"), ("copy_bitcast_fusion", "other"),
     ("transpose_copy_fusion.38", "other"),
+    ("convert_fusion.2", "other"), ("convolution.7", "matmul"),
 ])
 def test_op_kind(name, kind):
     assert benchmark.op_kind(name) == kind
