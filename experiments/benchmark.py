@@ -655,6 +655,17 @@ def main(argv: list[str]) -> int:
         config = cli.build_config(experiment, flags["preset"], overrides)
         step_lib.split_host_cpu(config.get("cpu_devices", 0))
         loop.validate(config)
+        if flags["profile"] is not None:
+            # Checked before the minutes of measuring, not when the trace
+            # is written at their end.
+            try:
+                os.makedirs(flags["profile"], exist_ok=True)
+            except OSError as err:
+                why = ("it is a file" if os.path.isfile(flags["profile"])
+                       else err.strerror)
+                raise UsageError(
+                    f"--profile={flags['profile']}: cannot hold the trace "
+                    f"({why}); name a directory") from None
     except (cli.UsageError, config_lib.ConfigError, KeyError, ValueError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)

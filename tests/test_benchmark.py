@@ -221,6 +221,18 @@ def test_summarize_trace_sums_hlo_ops_per_step_and_device(tmp_path):
         benchmark.summarize_trace(str(tmp_path / "empty"), _HLO, 1, 1)
 
 
+def test_profile_path_that_is_a_file_exits_2_and_keeps_the_file(capsys, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("keep me")
+    code, out, err = _run(capsys, ["vae_digits", "--preset=smoke",
+                                   f"--profile={path}"])
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --profile=")
+    assert "name a directory" in lines[0]
+    assert path.read_text() == "keep me"
+
+
 def test_profile_flag_traces_the_real_step(capsys, tmp_path):
     code, out, err = _run(capsys, [
         "vae_digits", "--preset=smoke", "--steps=3", "--warmup=1",
