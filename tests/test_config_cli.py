@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import jax
 import ml_collections
+import numpy as np
 import pytest
 
 from genjax import cli
@@ -297,10 +299,14 @@ def test_cpu_devices_config_trains_on_two_devices(tmp_path):
 
 
 def test_steps_must_sync_only_on_multi_device_cpu():
-    one = step_lib.make_mesh(jax.devices()[:1])
-    assert not step_lib.steps_must_sync(one)
-    if len(jax.devices()) > 1:
-        assert step_lib.steps_must_sync(step_lib.make_mesh())
+    # In-process tests have one device: stand-in meshes give the others.
+    def mesh_of(*platforms):
+        return types.SimpleNamespace(devices=np.asarray(
+            [types.SimpleNamespace(platform=p) for p in platforms]))
+    assert not step_lib.steps_must_sync(step_lib.make_mesh(jax.devices()[:1]))
+    assert step_lib.steps_must_sync(mesh_of("cpu", "cpu"))
+    assert not step_lib.steps_must_sync(mesh_of("tpu", "tpu"))
+    assert not step_lib.steps_must_sync(mesh_of("gpu", "gpu", "gpu", "gpu"))
 
 
 def test_many_steps_on_two_cpu_devices_do_not_hang(tmp_path):
