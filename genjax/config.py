@@ -59,6 +59,9 @@ def base_config(*, data_name: str) -> ml_collections.ConfigDict:
     config.train.eval_every = 1000
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
+    # A workdir whose checkpoints were all set aside as damaged refuses to
+    # train from scratch unless this is true (see genjax.train.checkpoint).
+    config.train.allow_fresh_start = False
     config.train.optimizer = "adam"
     config.train.learning_rate = 1e-3
     config.train.lr_schedule = "constant"  # constant | cosine

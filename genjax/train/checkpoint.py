@@ -38,11 +38,13 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
     """Saves and restores ``(state, data_state, config)`` under a workdir."""
 
-    def __init__(self, workdir: str, keep: int = 3):
+    def __init__(self, workdir: str, keep: int = 3, *,
+                 allow_fresh_start: bool = False):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.damaged_dir = os.path.abspath(
             os.path.join(workdir, "checkpoints_damaged"))
         self._keep = keep
+        self.allow_fresh_start = allow_fresh_start
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:

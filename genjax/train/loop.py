@@ -118,7 +118,9 @@ def build(config: ml_collections.ConfigDict, workdir: str,
     abstract = jax.eval_shape(init_state)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
-    checkpointer = ckpt_lib.Checkpointer(workdir, config.train.keep_checkpoints)
+    checkpointer = ckpt_lib.Checkpointer(
+        workdir, config.train.keep_checkpoints,
+        allow_fresh_start=config.train.get("allow_fresh_start", False))
     return Run(config, workdir, mesh, dataset, task, optimizer, schedule,
                abstract, init_state_fn, checkpointer)
 
