@@ -432,7 +432,7 @@ def _time_samplers(run, num_samples: int) -> dict[str, float]:
     sampling does not depend on their values), compiled ahead, one timed
     call each after an untimed one."""
     import jax  # pylint: disable=import-outside-toplevel
-    from genjax.train import loop  # pylint: disable=import-outside-toplevel
+    from genjax.train import evaluation  # pylint: disable=import-outside-toplevel
     from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
     params = run.task.inference_params(run.init_state_fn(),
@@ -440,7 +440,8 @@ def _time_samplers(run, num_samples: int) -> dict[str, float]:
     key = step_lib.root_key(run.config.seed, "sample")
     seconds = {}
     for name, sample_fn in run.task.sample_quality_samplers(True).items():
-        fn = loop.compiled_sampler(run, params, name, sample_fn, num_samples, key)
+        fn = evaluation.compiled_sampler(run, params, name, sample_fn, num_samples,
+                                         key)
         jax.block_until_ready(fn(params, key))
         t0 = time.perf_counter()
         jax.block_until_ready(fn(params, jax.random.fold_in(key, 1)))

@@ -23,7 +23,7 @@ import sys
 from genjax import config as config_lib
 from genjax import registry
 
-MODES = ("train", "eval", "sample", "inpaint")
+MODES = ("train", "eval", "sample")  # plus the task's own (modes.available_modes)
 USAGE = ("usage: python -m experiments.{name} --workdir=DIR [--preset=P] "
          "[--config.KEY=VALUE ...] [--mode=train|eval|sample|inpaint] [--num_samples=N] "
          "[--prompt=TEXT] [--max_new_tokens=N]")
@@ -103,6 +103,7 @@ def run(experiment_name: str, argv: list[str]) -> int:
     from genjax import data as data_lib  # pylint: disable=import-outside-toplevel
     from genjax.train import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
     from genjax.train import loop  # pylint: disable=import-outside-toplevel
+    from genjax.train import modes  # pylint: disable=import-outside-toplevel
     from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
     _setup_logging()
@@ -114,8 +115,9 @@ def run(experiment_name: str, argv: list[str]) -> int:
             print(f"presets: {', '.join(experiment.presets)}")
             return 0
         mode = flags.get("mode", "train")
-        if mode not in MODES:
-            raise UsageError(f"unknown --mode={mode}; valid: {', '.join(MODES)}")
+        valid_modes = modes.available_modes(experiment.make_task)
+        if mode not in valid_modes:
+            raise UsageError(f"unknown --mode={mode}; valid: {', '.join(valid_modes)}")
         if "workdir" not in flags:
             raise UsageError("--workdir=DIR is required (where checkpoints, "
                              "metrics and samples go)")
@@ -142,12 +144,9 @@ def run(experiment_name: str, argv: list[str]) -> int:
     try:
         if mode == "train":
             loop.train_and_evaluate(config, workdir, make_task)
-        elif mode == "eval":
-            loop.evaluate(config, workdir, make_task)
-        elif mode == "inpaint":
-            loop.inpaint(config, workdir, make_task)
         else:
-            loop.sample(config, workdir, make_task, num_samples)
+            modes.run_mode(mode, config, workdir, make_task,
+                           num_samples=num_samples)
     except config_lib.ConfigError as e:  # Found by the task, before writing.
         print(f"error: {e}", file=sys.stderr)
         return 2

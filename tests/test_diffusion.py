@@ -17,6 +17,7 @@ from conftest import (assert_one_error_line, assert_trees_bitwise_equal, run_pyt
                       set_overrides)
 from experiments import ddpm_cifar10, ddpm_mnist, ddpm_toy2d
 from genjax.objectives import diffusion as diff
+from genjax.objectives import likelihood
 from genjax.tasks.diffusion import DiffusionTask
 from genjax.train import loop
 from genjax.train import step as step_lib
@@ -143,7 +144,7 @@ def test_denoising_loss_is_the_squared_error_of_eq_14():
 def test_discretized_gaussian_is_a_distribution_over_the_bins():
     bins = jnp.linspace(-1.0, 1.0, 256)
     for mean, scale in ((0.1, 0.05), (-0.98, 0.01), (0.999, 0.3), (0.0, 3.0)):
-        logp = diff.discretized_gaussian_log_likelihood(
+        logp = likelihood.discretized_gaussian_log_likelihood(
             bins, jnp.full((256,), mean), jnp.full((256,), math.log(scale)))
         p = np.exp(np.asarray(logp, np.float64))
         assert p.sum() == pytest.approx(1.0, abs=2e-4)
@@ -156,7 +157,7 @@ def test_discretized_gaussian_is_a_distribution_over_the_bins():
 
 
 def test_discretized_gaussian_far_tail_stays_finite():
-    logp = diff.discretized_gaussian_log_likelihood(
+    logp = likelihood.discretized_gaussian_log_likelihood(
         jnp.array([0.5, -1.0, 1.0]), jnp.array([-0.9, 0.9, -0.9]),
         jnp.log(jnp.array([0.01, 0.01, 0.01])))
     assert np.all(np.isfinite(logp)) and np.all(np.asarray(logp) < -100)
@@ -191,7 +192,7 @@ def test_bound_of_the_exact_denoiser_is_prior_plus_decoder():
     assert float(bound["decoder_nll"][0]) == pytest.approx(decoder, rel=1e-3)
     assert float(bound["nll_bound"][0]) == pytest.approx(
         float(bound["prior"][0] + bound["diffusion"][0] + bound["decoder_nll"][0]))
-    assert float(diff.bits_per_dim(bound["nll_bound"], 6)[0]) == pytest.approx(
+    assert float(likelihood.bits_per_dim(bound["nll_bound"], 6)[0]) == pytest.approx(
         float(bound["nll_bound"][0]) / (6 * math.log(2)))
 
 

@@ -268,14 +268,74 @@ def test_state_holds_both_players_ema_and_batch_stats(gan_run):
     assert step == 20 and int(state.step) == 20
     assert set(state.params) == {"generator", "discriminator"}
     assert set(state.opt_state) == {"generator", "discriminator"}
-    # The EMA follows the generator: same tree, nearby but not equal values.
-    ema, g = leaves_with_paths(state.ema_params), leaves_with_paths(state.params["generator"])
+    # The EMA follows the generator, its weights and its batch statistics:
+    # same trees, nearby but not equal values.
+    assert set(state.ema_params) == {"params", "collections"}
+    ema, g = (leaves_with_paths(state.ema_params["params"]),
+              leaves_with_paths(state.params["generator"]))
     assert ema.keys() == g.keys()
     assert any(not np.array_equal(ema[k], g[k]) for k in g)
     # The generator's batch statistics moved away from their initial values.
     stats = leaves_with_paths(state.model_state["generator"]["batch_stats"])
     assert any("var" in k and not np.allclose(v, 1.0) for k, v in stats.items())
-    assert int(state.model_state["d_wins_streak"]) >= 0
+    ema_stats = leaves_with_paths(state.ema_params["collections"]["batch_stats"])
+    assert ema_stats.keys() == stats.keys()
+    assert any(not np.array_equal(ema_stats[k], stats[k]) for k in stats)
+
+
+def _toy_two_player(ema_decay=0.5):
+    """A two-player update over scalars: D's metrics come from the batch,
+    G's one step adds 1 to its 'batch statistic'."""
+    import optax
+
+    from genjax.train import two_player
+    from genjax.train.state import TrainState  # noqa: F401
+
+    def d_loss(d, g, model_state, batch, rng):
+        del g, rng
+        metrics = {"d_real": batch["d_real"], "d_fake": batch["d_fake"]}
+        return (d - 1.0) ** 2, (metrics, model_state)
+
+    def g_loss(g, d, model_state, batch, rng):
+        del d, batch, rng
+        stats = {"mean": model_state["generator"]["mean"] + 1.0}
+        return (g - 2.0) ** 2, ({}, dict(model_state, generator=stats))
+
+    opt = {"generator": optax.sgd(0.1), "discriminator": optax.sgd(0.1)}
+    state = two_player.init_state(
+        jnp.zeros(()), jnp.zeros(()), {"generator": {"mean": jnp.zeros(())},
+                                       "discriminator": {}},
+        opt, jax.random.key(0), use_ema=True)
+    update = jax.jit(two_player.two_player_update(d_loss, g_loss, opt,
+                                                  ema_decay=ema_decay))
+    return state, update
+
+
+def test_two_player_ema_averages_generator_batch_statistics():
+    state, update = _toy_two_player(ema_decay=0.5)
+    batch = {"d_real": jnp.float32(0.5), "d_fake": jnp.float32(0.5)}
+    g, ema_g = 0.0, 0.0
+    for expected in (0.5, 1.25, 2.125):  # 0.5 * ema + 0.5 * (1, 2, 3)
+        state, _ = update(state, batch, jax.random.key(1))
+        np.testing.assert_allclose(
+            float(state.ema_params["collections"]["mean"]), expected)
+        # The averaged weights follow the same rule (SGD on (g - 2)^2).
+        g -= 0.1 * 2.0 * (g - 2.0)
+        ema_g = 0.5 * ema_g + 0.5 * g
+        np.testing.assert_allclose(float(state.ema_params["params"]), ema_g,
+                                   rtol=1e-6)
+
+
+def test_d_wins_streak_counts_consecutive_outright_wins_and_resets():
+    state, update = _toy_two_player()
+    wins = {"d_real": jnp.float32(0.999), "d_fake": jnp.float32(0.001)}
+    close = {"d_real": jnp.float32(0.999), "d_fake": jnp.float32(0.2)}
+    streaks = []
+    for batch in (wins, wins, wins, close, wins):
+        state, metrics = update(state, batch, jax.random.key(1))
+        streaks.append(int(metrics["d_wins_streak"]))
+    assert streaks == [1, 2, 3, 0, 1]
+    assert int(state.model_state["d_wins_streak"]) == 1
 
 
 def test_resume_is_bitwise_identical(gan_run, data_dir, tmp_path):

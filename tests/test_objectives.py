@@ -17,7 +17,7 @@ import optax
 import pytest
 from scipy import integrate, special, stats
 
-from genjax.objectives import elbo
+from genjax.objectives import elbo, likelihood
 
 from conftest import digits_config
 
@@ -194,15 +194,29 @@ def test_diag_and_standard_normal_log_prob_match_multivariate_normal():
 
 
 def test_bits_per_dim_by_hand():
+    """One convention (genjax.objectives.likelihood): discrete NLL / (D ln 2);
+    a density on [0, 1]^D first gains D ln 256, the log-volume of a bin."""
     nll = jnp.asarray([100.0, 0.0])
-    bern = np.asarray(elbo.bits_per_dim(nll, 784, "bernoulli"))
-    np.testing.assert_allclose(bern, [100.0 / (784 * math.log(2.0)), 0.0], rtol=1e-6)
-    gauss = np.asarray(elbo.bits_per_dim(nll, 784, "gaussian"))
+    discrete = np.asarray(likelihood.bits_per_dim(nll, 784))
+    np.testing.assert_allclose(discrete, [100.0 / (784 * math.log(2.0)), 0.0],
+                               rtol=1e-6)
+    gauss = np.asarray(likelihood.bits_per_dim(
+        likelihood.density_to_discrete_nll(nll, 784), 784))
     # A continuous density on [0, 1]^D: each 8-bit bin has width 1/256, so
     # the uniform density (0 nats) is exactly 8 bits per dimension.
     np.testing.assert_allclose(
         gauss, [(100.0 + 784 * math.log(256.0)) / (784 * math.log(2.0)), 8.0],
         rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(likelihood.nats_from_bits_per_dim(discrete, 784)), nll,
+        rtol=1e-6)
+
+
+def test_uniform_dequantize_stays_in_the_pixels_bin():
+    x = jnp.arange(256, dtype=jnp.float32) / 255.0
+    y = np.asarray(likelihood.uniform_dequantize(x, jax.random.key(0)))
+    k = np.arange(256)
+    assert np.all(y >= k / 256.0) and np.all(y < (k + 1) / 256.0)
 
 
 # --------------------------------------------------------------------------

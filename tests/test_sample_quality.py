@@ -452,12 +452,32 @@ def test_real_test_images_score_like_the_data(digits, trained):
 
 def test_floor_images_reproduce_the_floor(digits, trained):
     cache_dir = trained[0]
-    n = 300
-    floor = digits.splits["train"]["image"][sq._floor_indices(1437, n, seed=3)]
+    n = 200
+    pool = sq.floor_pool(digits, "train")
+    floor = pool[sq._floor_indices(len(pool), n, seed=3)]
     out = sq.evaluate_samples(floor, digits, _protocol(), cache_dir, seed=3)
     assert out["fd"] == pytest.approx(out["fd_floor"], rel=1e-9)
     assert out["kid"] == pytest.approx(out["kid_floor"], rel=1e-9)
     assert out["classes_hit"] == 10.0
+
+
+def test_floor_images_are_held_out_of_the_classifier_and_the_reference(
+        digits, trained):
+    """The floor is a floor only if its real images are as new to the
+    classifier as the test images: drawn from the train images it held out,
+    never from those it fitted, nor from the reference split."""
+    clf = trained[1]
+    num_train = len(digits.splits["train"]["label"])
+    held = classifier_lib.holdout_indices(num_train)
+    fitted = classifier_lib.training_indices(num_train)
+    assert len(held) == num_train // 6 and len(held) + len(fitted) == num_train
+    assert not set(held) & set(fitted)
+    assert clf.meta["num_train"] == len(fitted)
+    np.testing.assert_array_equal(sq.floor_pool(digits, "train"),
+                                  digits.splits["train"]["image"][held])
+    with pytest.raises(ValueError, match="floor_split='test' equals reference_split"):
+        sq.evaluate_samples(digits.splits["test"]["image"][:50], digits,
+                            _protocol(floor_split="test"), trained[0])
 
 
 def test_noise_is_far_worse_than_the_floor(digits, trained):

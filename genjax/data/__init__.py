@@ -23,10 +23,26 @@ from genjax.data import synthetic as _synthetic  # noqa: F401  isort:skip
 from genjax.data import text  # noqa: F401  isort:skip
 from genjax.data import toy2d as _toy2d  # noqa: F401  isort:skip
 
+
+
+def dataset_from_state(name: str, data_state: dict):
+    """What a sampler needs of dataset ``name``, rebuilt from a checkpoint's
+    data state alone (a text dataset's vocabulary), or None where the data
+    itself must be loaded (images, points).
+
+    Raises:
+      DatasetError: a text dataset's state that holds no tokenizer.
+    """
+    if dataset_kind(name) == "text":
+        return text.SavedVocabulary(name, text.tokenizer_from_state(data_state))
+    return None
+
+
 __all__ = [
     "Dataset",
     "DatasetError",
     "TrainIterator",
+    "dataset_from_state",
     "dataset_kind",
     "eval_batches",
     "list_datasets",

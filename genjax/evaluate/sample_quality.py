@@ -8,9 +8,13 @@ network (``inception.py``):
 - ``fd`` / ``kid``: Frechet distance (Heusel et al. 2017) and kernel distance
   (Binkowski et al. 2018) between the classifier features of the samples and
   of the reference split (the test set by default);
-- ``fd_floor`` / ``kid_floor``: the same for a random subset of real training
-  images of the samples' size, the value a perfect model would get (FD is
-  biased upwards at finite sample sizes, so the floor is not 0);
+- ``fd_floor`` / ``kid_floor``: the same for a random subset of real images
+  of the samples' size that the classifier never trained on (by default the
+  train images it holds out, ``classifier.holdout_indices``), disjoint from
+  the reference split: the value a perfect model would get (FD is biased
+  upwards at finite sample sizes, so the floor is not 0). Real images the
+  classifier fitted would sit closer to each other in its features than new
+  images can, and make a floor no model could reach;
 - ``classifier_score`` (the Inception-score formula with the domain
   classifier, Salimans et al. 2016) and ``classifier_score_data``, the same for
   the reference split's real images (the ceiling);
@@ -49,7 +53,9 @@ def default_protocol() -> ml_collections.ConfigDict:
         training (0 disables them).
       reference_split: the real images samples are compared with.
       floor_split: the split the floor subset (real images, as many as the
-        samples) is drawn from.
+        samples) is drawn from: ``train`` means the train images held out
+        of the domain classifier's training; another split is used whole
+        and must differ from ``reference_split``.
       batch_size: images per classifier call.
       kid_subsets, kid_subset_size: KID's subsets (Binkowski et al. 2018).
       classifier_score_splits: splits of the classifier score (Salimans et al. 2016).
@@ -217,6 +223,20 @@ def _check_dataset(dataset, p: dict) -> None:
             raise ValueError(
                 f"protocol {key}={p[key]!r} is not a split of dataset {dataset.name!r}; "
                 f"valid splits: {sorted(dataset.splits)}")
+    if p["floor_split"] == p["reference_split"]:
+        raise ValueError(
+            f"protocol floor_split={p['floor_split']!r} equals reference_split: the "
+            f"floor must compare two disjoint sets of real images; use "
+            f"floor_split='train' (the images the classifier holds out)")
+
+
+def floor_pool(dataset, floor_split: str) -> np.ndarray:
+    """The real images the floor subset is drawn from: for ``train``, the
+    train images the domain classifier never trained on; else the split."""
+    images = dataset.arrays(floor_split)["image"]
+    if floor_split == "train":
+        return images[classifier_lib.holdout_indices(len(images))]
+    return images
 
 
 def _floor_indices(num_floor: int, n: int, seed: int) -> np.ndarray:
@@ -270,7 +290,7 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
     cache = clf.feature_cache
     ref_images = dataset.arrays(ref_split)["image"]
     ref_labels = dataset.arrays(ref_split)["label"]
-    floor_images_all = dataset.arrays(floor_split)["image"]
+    floor_images_all = floor_pool(dataset, floor_split)
 
     def floor_images():
         return floor_images_all[_floor_indices(len(floor_images_all), n, seed)]

@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax.objectives import likelihood
+
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("small", "large")
@@ -359,32 +361,6 @@ def normal_kl(mean1, logvar1, mean2, logvar2) -> jax.Array:
                   + jnp.square(mean1 - mean2) * jnp.exp(-logvar2))
 
 
-def _log_sub_exp(a: jax.Array, b: jax.Array) -> jax.Array:
-    """``log(exp(a) - exp(b))`` for ``a >= b``, stable."""
-    return a + jnp.log(-jnp.expm1(jnp.minimum(b - a, -1e-12)))
-
-
-def discretized_gaussian_log_likelihood(x: jax.Array, mean: jax.Array,
-                                        log_scale: jax.Array,
-                                        num_bins: int = 256) -> jax.Array:
-    """``log p(x)`` elementwise for ``x`` on the ``num_bins`` bin centres of
-    [-1, 1], under ``N(mean, exp(log_scale)^2)`` integrated over each bin;
-    the end bins extend to -inf and +inf (Ho et al. 2020, eq. 13)."""
-    half_bin = 1.0 / (num_bins - 1)
-    inv_scale = jnp.exp(-log_scale)
-    upper = (x - mean + half_bin) * inv_scale
-    lower = (x - mean - half_bin) * inv_scale
-    log_cdf_upper = jax.scipy.special.log_ndtr(upper)
-    log_sf_lower = jax.scipy.special.log_ndtr(-lower)
-    log_mid = _log_sub_exp(log_cdf_upper, jax.scipy.special.log_ndtr(lower))
-    # For upper < 0, Phi(upper) - Phi(lower) is computed from the left tail;
-    # otherwise from the right tail (1 - Phi(lower)) - (1 - Phi(upper)).
-    log_mid = jnp.where(upper < 0.0, log_mid,
-                        _log_sub_exp(log_sf_lower, jax.scipy.special.log_ndtr(-upper)))
-    return jnp.where(x < -1.0 + half_bin, log_cdf_upper,
-                     jnp.where(x > 1.0 - half_bin, log_sf_lower, log_mid))
-
-
 def prior_kl(sched: Schedule, x0: jax.Array) -> jax.Array:
     """``L_T = KL(q(x_T | x_0) || N(0, I))`` per example, in nats ``[B]``."""
     t = jnp.full((x0.shape[0],), sched.num_steps - 1, jnp.int32)
@@ -406,7 +382,7 @@ def _decoder_term(denoise_fn, sched, x0, x1, prediction, variance, clip):
     t = jnp.zeros((x0.shape[0],), jnp.int32)
     model_mean, _ = p_mean(denoise_fn, sched, x1, t, prediction, clip)
     log_scale = 0.5 * _per_example(sched.reverse_log_variance(variance), t, x0)
-    return -_pixel_sum(discretized_gaussian_log_likelihood(x0, model_mean,
+    return -_pixel_sum(likelihood.discretized_gaussian_log_likelihood(x0, model_mean,
                                                            log_scale))
 
 
@@ -453,8 +429,3 @@ def variational_bound(denoise_fn: DenoiseFn, sched: Schedule, x0: jax.Array,
     prior = prior_kl(sched, x0)
     return {"nll_bound": prior + diffusion + decoder_nll, "prior": prior,
             "decoder_nll": decoder_nll, "diffusion": diffusion}
-
-
-def bits_per_dim(nats: jax.Array, num_dims: int) -> jax.Array:
-    """Nats per example -> bits per dimension."""
-    return nats / (num_dims * math.log(2.0))

@@ -17,8 +17,9 @@ Likelihoods p(x|z):
   Salakhutdinov & Murray 2008), decoder outputs logits.
 - ``gaussian``: a continuous-pixel option. 8-bit pixels are uniformly
   dequantised to ``(k + u) / 256``; the decoder outputs a per-pixel mean and
-  log-scale. The density is in nats on [0, 1]^D; ``bits_per_dim`` converts it
-  to the discrete 8-bit scale.
+  log-scale. The density is in nats on [0, 1]^D; ``genjax.objectives.
+  likelihood`` (``density_to_discrete_nll``, then ``bits_per_dim``) puts it
+  on the discrete 8-bit scale that bits per dimension are reported on.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+from genjax.objectives import likelihood as likelihood_lib
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -105,18 +108,7 @@ def prepare_pixels(likelihood: str, x: jax.Array, rng: jax.Array) -> jax.Array:
     """Binarise (Bernoulli) or dequantise (Gaussian) pixels in [0, 1]."""
     if likelihood == "bernoulli":
         return jax.random.bernoulli(rng, x).astype(x.dtype)
-    u = jax.random.uniform(rng, x.shape, x.dtype)
-    return (jnp.round(x * 255.0) + u) / 256.0
-
-
-def bits_per_dim(nll_nats: jax.Array, num_dims: int, likelihood: str) -> jax.Array:
-    """Nats per example -> bits per dimension on the 8-bit pixel scale.
-
-    For the Gaussian option the density lives on [0, 1]; an 8-bit bin has
-    width 1/256 there, so log p_discrete = log p_continuous - D log 256.
-    """
-    offset = num_dims * math.log(256.0) if likelihood == "gaussian" else 0.0
-    return (nll_nats + offset) / (num_dims * math.log(2.0))
+    return likelihood_lib.uniform_dequantize(x, rng)
 
 
 def neg_elbo(encode: Callable, decode: Callable, x: jax.Array, rng: jax.Array,

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from genjax import data as data_lib
+from genjax.evaluate import images as image_lib
 from genjax.train import step as step_lib
 from genjax.train.state import TrainState, build_optimizer
 
@@ -60,8 +61,12 @@ class Task(abc.ABC):
     def eval_fn(self, params, batch: dict, rng: jax.Array, *, final: bool) -> dict:
         """Per-example metrics ``{name: [B]}``, averaged by the loop.
 
-        ``final`` selects the reported protocol (e.g. 1000 importance
-        samples) over the cheaper one used during training.
+        The loop calls it on one example at a time (a batch of one, vmapped
+        over the eval batch) with that example's own key, derived from its
+        index in the split, so that a metric depends on the data and the
+        seed only, never on ``eval.batch_size``. ``final`` selects the
+        reported protocol (e.g. 1000 importance samples) over the cheaper
+        one used during training.
         """
 
     @abc.abstractmethod
@@ -90,10 +95,31 @@ class Task(abc.ABC):
         which is a function of the mean loss, not a mean itself)."""
         return metrics
 
-    def samples_as_text(self, samples) -> str | None:
-        """``sample_fn``'s output as text, for tasks whose samples are text."""
-        del samples
-        return None
+    def render_samples(self, samples, dataset) -> dict:
+        """How ``sample_fn``'s output is shown: ``{name: picture or text}``,
+        a picture being a float ``[H, W, C]`` in [0, 1] or uint8. The loop
+        writes each under ``samples/`` and to TensorBoard. The default: images
+        ``[N, H, W, C]`` as one grid."""
+        del dataset
+        samples = np.asarray(samples)
+        if samples.ndim == 4:
+            return {"samples": image_lib.make_grid(samples)}
+        return {}
+
+    def default_num_samples(self) -> int:
+        """How many samples ``--mode=sample`` draws without ``--num_samples``."""
+        return 64
+
+    # A task's own ``--mode`` names beside train/eval/sample (e.g. a diffusion
+    # model's "inpaint"), each run by ``run_mode``.
+    extra_modes: tuple[str, ...] = ()
+
+    def run_mode(self, mode: str, ctx) -> Any:
+        """Runs the task's own ``mode`` on a restored checkpoint; ``ctx`` is a
+        ``genjax.train.modes.ModeContext`` (the run, the inference params,
+        their step, and atomic writers for pictures and arrays)."""
+        del ctx
+        raise NotImplementedError(f"{type(self).__name__} has no mode {mode!r}")
 
     # ------------------------------------------------------------------
     # The data the task reads. Defaults: a dataset of examples (images,
@@ -121,8 +147,8 @@ class Task(abc.ABC):
         its own examples (``extra_eval_batches``, ``extra_eval_fn``): a metric
         too costly for the whole test split (a diffusion model's variational
         bound) gets its own subset, while ``eval_fn`` still covers the whole
-        split. Batch ``i`` of every pass gets the key of the main pass's batch
-        ``i``. The default: none."""
+        split. Example ``i`` of every pass gets the key of the main pass's
+        example ``i``. The default: none."""
         del final
         return ()
 

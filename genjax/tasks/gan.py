@@ -308,10 +308,13 @@ class GANTask(Task):
 
     def inference_params(self, state, use_ema):
         g_params = state.params["generator"]
+        g_state = state.model_state["generator"]
         if use_ema and state.ema_params is not None:
-            g_params = state.ema_params
+            # The averaged weights with their averaged batch-norm statistics.
+            g_params = state.ema_params["params"]
+            g_state = state.ema_params["collections"]
         return {"generator": g_params,
-                "generator_state": state.model_state["generator"],
+                "generator_state": g_state,
                 "discriminator": state.params["discriminator"],
                 "discriminator_state": state.model_state["discriminator"]}
 

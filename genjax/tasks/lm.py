@@ -256,11 +256,19 @@ class LMTask(Task):
         return self.generate(params, jnp.asarray(prompt), rng,
                              self.config.sample.max_new_tokens)
 
-    def samples_as_text(self, samples) -> str | None:
+    def samples_as_text(self, samples) -> str:
+        """Each continuation after the prompt, under a ``--- sample i ---`` line."""
         prompt = self.config.sample.prompt
         parts = [f"--- sample {i} ---\n{prompt}{self.tokenizer.decode(row)}"
                  for i, row in enumerate(np.asarray(samples))]
         return "\n".join(parts) + "\n"
+
+    def render_samples(self, samples, dataset):
+        del dataset
+        return {"samples": self.samples_as_text(samples)}
+
+    def default_num_samples(self) -> int:
+        return self.config.sample.num_samples
 
 
 def num_params(params) -> int:

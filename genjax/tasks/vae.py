@@ -9,6 +9,7 @@ import numpy as np
 from genjax.config import check_choice
 from genjax.models.vae import ACTIVATIONS, ARCHITECTURES, VAE
 from genjax.objectives import elbo
+from genjax.objectives import likelihood as likelihood_lib
 from genjax.tasks.base import Task
 
 
@@ -62,8 +63,7 @@ class VAETask(Task):
         metrics = {"neg_elbo": loss, "reconstruction_nll": jnp.mean(rec),
                    "kl": jnp.mean(kl)}
         if self.likelihood == "gaussian":
-            metrics["bits_per_dim"] = elbo.bits_per_dim(
-                loss, self.num_dims, self.likelihood)
+            metrics["bits_per_dim"] = self.bits_per_dim(loss)
         return loss, metrics
 
     def eval_fn(self, params, batch, rng, *, final):
@@ -78,9 +78,16 @@ class VAETask(Task):
             out["nll_iwae"] = elbo.nll_iwae(enc, dec, x, iw_rng, self.likelihood,
                                             k, cfg.iwae_chunk)
         if self.likelihood == "gaussian":
-            out["bits_per_dim"] = elbo.bits_per_dim(
-                out.get("nll_iwae", nelbo), self.num_dims, self.likelihood)
+            out["bits_per_dim"] = self.bits_per_dim(out.get("nll_iwae", nelbo))
         return out
+
+    def bits_per_dim(self, nll_density):
+        """Bits per dimension of 8-bit pixels from the Gaussian decoder's NLL
+        (a density on [0, 1]^D of dequantised pixels; see
+        ``genjax.objectives.likelihood``)."""
+        return likelihood_lib.bits_per_dim(
+            likelihood_lib.density_to_discrete_nll(nll_density, self.num_dims),
+            self.num_dims)
 
     def sample_fn(self, params, rng, num_samples):
         z = jax.random.normal(rng, (num_samples, self.config.model.latents))

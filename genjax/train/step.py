@@ -10,8 +10,6 @@ TPU hosts.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 import os
 from typing import Callable
@@ -22,6 +20,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from genjax.config import ConfigError
 from genjax.train.state import TrainState
 
 DATA_AXIS = "data"
@@ -111,39 +110,41 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-# The mesh of the step being traced, for ``shard_batch_axis``.
-_TRACING_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar(
-    "genjax_tracing_mesh", default=None)
+def under_mesh(fn: Callable, mesh: Mesh) -> Callable:
+    """``fn`` traced under ``mesh``'s abstract mesh (``jax.sharding``).
 
-
-@contextlib.contextmanager
-def tracing_mesh(mesh: Mesh):
-    """Makes ``mesh`` the one ``shard_batch_axis`` uses while a function traces.
-
-    ``jax.set_mesh`` cannot be entered inside ``jax.jit``; this Python-level
-    context is, and it is only read at trace time.
+    Every function the loop jits (the train step, evaluation, sampling,
+    inpainting) is wrapped by this, so that code inside it can ask
+    ``jax.sharding.get_abstract_mesh()`` for the ``data`` axis
+    (``shard_batch_axis``). ``use_abstract_mesh`` may be entered while
+    tracing, unlike ``jax.set_mesh``, so this also holds for ``.lower()``.
     """
-    token = _TRACING_MESH.set(mesh)
-    try:
-        yield
-    finally:
-        _TRACING_MESH.reset(token)
+    abstract = mesh.abstract_mesh
+
+    def traced(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(abstract):
+            return fn(*args, **kwargs)
+
+    return traced
 
 
 def shard_batch_axis(x: jax.Array) -> jax.Array:
-    """Constrains ``x``'s leading axis to the ``data`` axis of the traced step.
+    """Constrains ``x``'s leading axis to the ``data`` axis of the mesh traced
+    under (``under_mesh``).
 
-    For arrays made inside a step rather than fed in (a GAN's noise, a
-    sampler's initial noise): without the constraint XLA may choose to
-    compute them, and everything made from them, on every device. Outside a
-    step built here, or if the devices do not divide its leading axis, it
-    returns ``x`` unchanged.
+    For arrays made inside a jitted function rather than fed in (a GAN's
+    noise, a sampler's initial noise): without the constraint XLA may
+    choose to compute them, and everything made from them, on every device.
+    Outside a mesh with a ``data`` axis, or if the devices do not divide its
+    leading axis, it returns ``x`` unchanged.
     """
-    mesh = _TRACING_MESH.get()
-    # A batch the devices do not divide (a sampler's odd chunk) stays whole.
-    if mesh is None or x.shape[0] % mesh.devices.size:
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or DATA_AXIS not in mesh.axis_names:
         return x
-    return jax.lax.with_sharding_constraint(x, data_sharding(mesh))
+    # A batch the devices do not divide (a sampler's odd chunk) stays whole.
+    if x.ndim == 0 or x.shape[0] % mesh.shape[DATA_AXIS]:
+        return x
+    return jax.lax.with_sharding_constraint(x, P(DATA_AXIS))
 
 
 def root_key(seed: int, purpose: str) -> jax.Array:
@@ -152,11 +153,11 @@ def root_key(seed: int, purpose: str) -> jax.Array:
 
 
 def check_batch_divides(batch_size: int, what: str, mesh: Mesh) -> None:
-    """Raises ValueError if ``batch_size`` does not split over devices/hosts."""
+    """Raises ConfigError if ``batch_size`` does not split over devices/hosts."""
     n_dev, n_proc = mesh.devices.size, jax.process_count()
     if batch_size % n_dev or batch_size % n_proc:
         lo = batch_size - batch_size % n_dev
-        raise ValueError(
+        raise ConfigError(
             f"{what}={batch_size} does not divide over {n_dev} devices "
             f"({n_proc} processes); use a multiple of {n_dev}, e.g. "
             f"{max(lo, n_dev)} or {lo + n_dev}")
@@ -268,51 +269,60 @@ def make_update_step(update_fn: Callable, mesh: Mesh, *,
     """
     def step(state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        with tracing_mesh(mesh):
-            new_state, metrics = update_fn(state, batch, rng)
+        new_state, metrics = update_fn(state, batch, rng)
         metrics = dict(metrics)
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         return new_state.replace(step=state.step + 1), metrics
 
     return jax.jit(
-        step,
+        under_mesh(step, mesh),
         in_shardings=(replicated(mesh), data_sharding(mesh)),
         out_shardings=(replicated(mesh), replicated(mesh)),
         donate_argnums=(0,),
     )
 
 
-def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation,
-                    mesh: Mesh, *, ema_decay: float = 0.0,
-                    schedule: optax.Schedule | None = None) -> Callable:
-    """Returns the jitted one-objective ``step(state, batch) -> (state, metrics)``.
+def example_keys(key: jax.Array, index: jax.Array) -> jax.Array:
+    """One key per example, ``fold_in(key, index[i])``: evaluation randomness
+    (binarisation, importance samples, diffusion steps) is a function of the
+    example's position in its split and the seed, never of the batch size."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
 
-    ``gradient_update`` wrapped by ``make_update_step``; see both. The state
-    argument is donated: its buffers are reused for the new state.
-    """
-    return make_update_step(
-        gradient_update(loss_fn, optimizer, ema_decay=ema_decay), mesh,
-        schedule=schedule)
+
+def per_example(eval_fn: Callable) -> Callable:
+    """``eval_fn(params, batch, rng) -> {name: [B]}`` applied to each example
+    on its own (a batch of one) with that example's key, vmapped over the
+    batch: ``(params, batch, keys [B]) -> {name: [B]}``."""
+    def one(params, example, key):
+        values = eval_fn(params, jax.tree.map(lambda x: x[None], example), key)
+        return {k: jnp.reshape(v, ()) for k, v in values.items()}
+
+    return jax.vmap(one, in_axes=(None, 0, 0))
 
 
 def make_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:
-    """Returns ``eval_step(params, batch, mask, rng) -> sums``, jitted.
+    """Returns ``eval_step(params, batch, mask, index, key) -> sums``, jitted.
 
     ``eval_fn(params, batch, rng)`` returns a dict of per-example values
-    ``[B]``; the step returns their masked sums (and ``count``), so that the
-    caller can average exactly over a split whose size the batch does not
-    divide.
+    ``[B]``; it is applied to each example with the key of its index in the
+    split (``per_example``, ``example_keys``), and the step returns the
+    masked sums (and ``count``), taken inside the jitted function, so that
+    the caller divides once and the average is exact over a split whose
+    size the batch does not divide, whatever the batch size.
     """
-    def eval_step(params, batch, mask, rng):
-        values = eval_fn(params, batch, rng)
+    values_fn = per_example(eval_fn)
+
+    def eval_step(params, batch, mask, index, key):
+        values = values_fn(params, batch, example_keys(key, index))
         sums = {k: jnp.sum(v * mask) for k, v in values.items()}
         sums["count"] = jnp.sum(mask)
         return sums
 
     return jax.jit(
-        eval_step,
+        under_mesh(eval_step, mesh),
         in_shardings=(replicated(mesh), data_sharding(mesh),
-                      data_sharding(mesh), replicated(mesh)),
+                      data_sharding(mesh), data_sharding(mesh),
+                      replicated(mesh)),
         out_shardings=replicated(mesh),
     )

@@ -5,8 +5,12 @@ discriminator steps, each player with its own optax optimiser (Goodfellow et
 al. 2014, Algorithm 1, with k = ``n_disc``). The state layout is
 
 * ``params`` / ``opt_state``: ``{'generator': ..., 'discriminator': ...}``;
-* ``ema_params``: the exponential moving average of the generator's params
-  (or None), what evaluation and sampling use when ``eval.use_ema``;
+* ``ema_params``: the exponential moving average of the generator,
+  ``{'params': ..., 'collections': ...}`` (or None): its parameters and its
+  batch-norm statistics averaged alike, so that the averaged generator is
+  evaluated with statistics of the averaged weights (the live generator's
+  statistics belong to other weights); what evaluation and sampling use
+  when ``eval.use_ema``;
 * ``model_state``: ``{'generator': collections, 'discriminator':
   collections, 'd_wins_streak': int32}`` where collections hold batch-norm
   statistics (empty dicts without batch norm), and ``d_wins_streak`` counts
@@ -38,7 +42,9 @@ def init_state(g_params, d_params, model_state, optimizers: dict, rng: jax.Array
         params=params,
         opt_state={p: optimizers[p].init(params[p]) for p in PLAYERS},
         rng=jax.random.key_data(rng),
-        ema_params=jax.tree.map(jnp.copy, g_params) if use_ema else None,
+        ema_params=(jax.tree.map(jnp.copy, {"params": g_params,
+                                             "collections": model_state["generator"]})
+                    if use_ema else None),
         model_state=dict(model_state, d_wins_streak=jnp.zeros((), jnp.int32)),
     )
 
@@ -92,7 +98,9 @@ def two_player_update(d_loss_fn: Callable, g_loss_fn: Callable,
 
         ema = state.ema_params
         if ema is not None and ema_decay > 0:
-            ema = step_lib.ema_update(ema, g_params, ema_decay)
+            ema = step_lib.ema_update(
+                ema, {"params": g_params, "collections": model_state["generator"]},
+                ema_decay)
 
         wins = ((d_metrics["d_real"] > d_wins_threshold)
                 & (d_metrics["d_fake"] < 1.0 - d_wins_threshold))

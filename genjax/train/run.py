@@ -1,0 +1,156 @@
+"""Building a run: the config checked, the data loaded, the task, optimiser
+and state shapes made. Nothing here trains, evaluates or writes a file.
+
+``build(config, workdir, make_task)`` is what training, evaluation, sampling,
+the benchmark and the notebooks share. It opens no checkpoint manager (the
+``Checkpointer`` opens one on first use) and creates no directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from genjax import config as config_lib
+from genjax import data as data_lib
+from genjax.evaluate import sample_quality
+from genjax.train import checkpoint as ckpt_lib
+from genjax.train import step as step_lib
+from genjax.train.state import build_optimizer
+
+log = logging.getLogger("genjax")
+
+
+def data_seed(seed: int) -> int:
+    """The data-order seed derived from ``config.seed`` (never the clock)."""
+    return int(np.random.SeedSequence([seed, 0x6A7A]).generate_state(1)[0])
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything built from a config, before any step is taken."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: Any
+    dataset: data_lib.Dataset
+    task: Any
+    optimizer: Any
+    schedule: Any
+    abstract_state: Any
+    init_state_fn: Callable
+    checkpointer: ckpt_lib.Checkpointer
+    # Jitted eval/sample functions, compiled once per run and reused.
+    compiled: dict = dataclasses.field(default_factory=dict)
+
+    def key(self, purpose: str) -> jax.Array:
+        """The root key of ``purpose`` (``step.PURPOSE``) for this run's seed."""
+        return step_lib.root_key(self.config.seed, purpose)
+
+    def jit(self, fn: Callable, **kwargs) -> Callable:
+        """``fn`` jitted under this run's mesh, its outputs replicated (so the
+        host can read them), unless ``out_shardings`` says otherwise."""
+        kwargs.setdefault("out_shardings", step_lib.replicated(self.mesh))
+        return jax.jit(step_lib.under_mesh(fn, self.mesh), **kwargs)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks that need no data or devices beyond counting them.
+
+    Raises ConfigError with an actionable one-line message. Called before the
+    workdir is created, so a bad config writes nothing.
+    """
+    t = config.train
+    for key in ("batch_size", "num_steps", "log_every", "eval_every",
+                "checkpoint_every"):
+        if getattr(t, key) <= 0:
+            raise config_lib.ConfigError(
+                f"train.{key}={getattr(t, key)} must be positive")
+    try:
+        build_optimizer(t)  # An unknown optimizer or schedule is a usage error.
+        protocol = config.eval.get("sample_quality")
+        if protocol is not None:
+            sample_quality.validate_protocol(protocol)
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
+    accum = t.get("grad_accum_steps", 1)
+    if accum < 1 or t.batch_size % accum:
+        raise config_lib.ConfigError(
+            f"train.grad_accum_steps={accum} must be a positive divisor of "
+            f"train.batch_size={t.batch_size}")
+    mesh = step_lib.make_mesh()
+    step_lib.check_batch_divides(t.batch_size, "train.batch_size", mesh)
+    if accum > 1:
+        step_lib.check_batch_divides(
+            t.batch_size // accum,
+            f"train.batch_size / train.grad_accum_steps (the micro-batch, "
+            f"{t.batch_size}/{accum})", mesh)
+    step_lib.check_batch_divides(config.eval.batch_size, "eval.batch_size", mesh)
+
+
+def build(config: ml_collections.ConfigDict, workdir: str,
+          make_task: Callable, dataset=None) -> Run:
+    """Loads the data and builds the task, optimiser and state shapes.
+
+    ``config.cpu_devices`` is applied first (``step.split_host_cpu``), so a
+    notebook or a test gets the preset's devices as the command line does.
+    ``dataset``, if given, is used instead of loading ``config.data`` (e.g.
+    a text dataset's vocabulary read back from a checkpoint, for sampling).
+    """
+    step_lib.split_host_cpu(config.get("cpu_devices", 0))
+    validate(config)
+    mesh = step_lib.make_mesh()
+    if dataset is None:
+        dataset = data_lib.load_dataset(config.data)
+    task = make_task(config, dataset)
+    optimizer, schedule = task.make_optimizer()
+    example = task.example_batch(dataset)
+
+    def init_state():
+        return task.init_state(step_lib.root_key(config.seed, "init"),
+                               step_lib.root_key(config.seed, "train"),
+                               example, optimizer)
+
+    repl = step_lib.replicated(mesh)
+    init_state_fn = jax.jit(step_lib.under_mesh(init_state, mesh),
+                            out_shardings=repl)
+    abstract = jax.eval_shape(init_state)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
+    checkpointer = ckpt_lib.Checkpointer(
+        workdir, config.train.keep_checkpoints,
+        allow_fresh_start=config.train.get("allow_fresh_start", False))
+    return Run(config, workdir, mesh, dataset, task, optimizer, schedule,
+               abstract, init_state_fn, checkpointer)
+
+
+def make_train_iterator(run: Run):
+    """The training batches of ``run``: seeded from ``config.seed`` alone."""
+    return run.task.make_train_iterator(
+        run.dataset, data_seed(run.config.seed), jax.process_index(),
+        jax.process_count())
+
+
+def make_step(run: Run):
+    """The jitted, data-parallel train step of ``run``'s task."""
+    return step_lib.make_update_step(run.task.make_update(run.optimizer),
+                                     run.mesh, schedule=run.schedule)
+
+
+def restore(run: Run):
+    """``(step, state, data_state)`` from the latest usable checkpoint, or
+    None; warns about config keys that changed since it was written."""
+    restored = run.checkpointer.restore_latest(run.abstract_state)
+    if restored is None:
+        return None
+    step, state, data_state, saved_config = restored
+    changes = config_lib.diff(saved_config, config_lib.to_dict(run.config))
+    if changes:
+        log.warning("resuming with a config that differs from the checkpoint's: %s",
+                    "; ".join(changes))
+    return step, state, data_state
