@@ -15,7 +15,6 @@ INSTALL_REQUIRES = [
     "flax>=0.11.0,<0.13",
     "optax>=0.2.4,<0.3",
     "orbax-checkpoint>=0.11.20,<0.13",
-    "chex>=0.1.89",
     "tensorflow-datasets>=4.9.9,<5",
     "grain>=0.2.12,<0.3",
     "ml_collections>=1.0",
@@ -31,6 +30,7 @@ EXTRAS_REQUIRE = {
     # The test suite and the notebook runner.
     "test": [
         "pytest>=8.0",
+        "chex>=0.1.89",
         "pytest-xdist>=3.5",
         "nbclient>=0.10",
         "nbformat>=5.10",
@@ -50,7 +50,10 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["genjax", "genjax.*"]),
+    # experiments/ ships too, so that `python -m experiments.<name>` works
+    # after `pip install .` or from a wheel, outside the clone.
+    packages=setuptools.find_packages(include=["genjax", "genjax.*",
+                                               "experiments"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     license="Apache-2.0",

@@ -70,7 +70,7 @@ def get_config(preset: str = "cpu"):
         config.eval.batch_size = 12
         config.eval.num_batches = 20
         # Two data-parallel CPU devices: on 2 cores a step takes 27-32 ms
-        # against 43 ms as one device using both (experiments.benchmark).
+        # against 43 ms as one device using both (genjax.tools.benchmark).
         config.cpu_devices = 2
     elif preset == "paper":
         # nanoGPT config/train_shakespeare_char.py (its defaults above).

@@ -148,7 +148,7 @@ def load_all() -> dict[str, Experiment]:
     import experiments  # pylint: disable=import-outside-toplevel
 
     for info in pkgutil.iter_modules(experiments.__path__):
-        if not info.name.startswith("_") and info.name not in ("benchmark", "torch_baseline"):
+        if not info.name.startswith("_"):
             importlib.import_module(f"experiments.{info.name}")
     return dict(_REGISTRY)
 

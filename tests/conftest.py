@@ -18,6 +18,14 @@ import sys
 # Before JAX is imported anywhere: the tests compare numbers bitwise between
 # this process and subprocesses, so both must run on the same platform.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# JAX's persistent compilation cache, shared by this process, every
+# subprocess and every notebook kernel the tests start (they inherit the
+# environment): the same smoke steps are compiled in many of them. Keyed by
+# JAX's version and the program, so a stale entry is never used.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.expanduser("~"), ".cache", "genjax", "jax_compilation_cache_tests"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
@@ -35,6 +43,27 @@ from genjax import cli  # noqa: E402  isort:skip
 from genjax.train import loop  # noqa: E402  isort:skip
 
 MAKE_TASK = vae_digits.EXPERIMENT.make_task
+
+
+MARKERS = {
+    "slow": "takes more than ~20 s on a 2-core CPU",
+    "subprocess": "starts Python subprocesses (exit codes, kills, several devices)",
+    "notebook": "executes a notebook in colabs/",
+    "needs_data": "reads ../shared/data (skipped with a reason when absent)",
+}
+
+
+def pytest_configure(config):
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory):
+    """One ``config.data.data_dir`` for the whole suite: the domain
+    classifiers that the sample-quality tests of every family need are
+    trained once into it and loaded from it afterwards."""
+    return tmp_path_factory.mktemp("genjax_data_dir")
 
 
 # --------------------------------------------------------------------------

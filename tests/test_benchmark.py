@@ -1,7 +1,7 @@
-"""experiments/benchmark.py: runs in-process, reports sane numbers, exits 2 on misuse.
+"""genjax/tools/benchmark.py: runs in-process, reports sane numbers, exits 2 on misuse.
 
 Only the shape and sanity of the report are checked here, never speed: speed
-is what ``python -m experiments.benchmark`` itself is for.
+is what ``python -m genjax.tools.benchmark`` itself is for.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from experiments import benchmark  # noqa: E402  pylint: disable=wrong-import-position
+from genjax.tools import benchmark, profiling  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _run(capsys, argv):
@@ -153,7 +153,7 @@ class _Compiled:
     (NotImplementedError("no cost model"), None),
 ])
 def test_flops_from_cost_analysis(analysis, expected):
-    assert benchmark.flops_from_cost_analysis(_Compiled(analysis)) == expected
+    assert profiling.flops_from_cost_analysis(_Compiled(analysis)) == expected
 
 
 def test_sampling_times_every_sampler_of_a_diffusion_task(capsys):
@@ -185,7 +185,7 @@ def test_sampling_times_every_sampler_of_a_diffusion_task(capsys):
     ("convert_fusion.2", "other"), ("convolution.7", "matmul"),
 ])
 def test_op_kind(name, kind):
-    assert benchmark.op_kind(name) == kind
+    assert profiling.op_kind(name) == kind
 
 
 _HLO = """HloModule jit_step
@@ -209,7 +209,7 @@ def test_summarize_trace_sums_hlo_ops_per_step_and_device(tmp_path):
     run_dir.mkdir(parents=True)
     with gzip.open(run_dir / "host.trace.json.gz", "wt") as f:
         json.dump({"traceEvents": events}, f)
-    p = benchmark.summarize_trace(str(tmp_path), _HLO, steps=2, devices=2)
+    p = profiling.summarize_trace(str(tmp_path), _HLO, steps=2, devices=2)
     assert p["steps"] == 2 and p["ops_per_step"] == 3
     assert p["kind_seconds"] == pytest.approx(
         {"matmul": 1e-3, "collective": 4e-4, "other": 2e-4})
@@ -218,7 +218,7 @@ def test_summarize_trace_sums_hlo_ops_per_step_and_device(tmp_path):
     assert p["top"][0]["source"] == "jit(step)/jvp(GPT)/mlp/fc/dot_general"
     assert p["top"][2]["source"] == ""
     with pytest.raises(FileNotFoundError, match="trace.json.gz"):
-        benchmark.summarize_trace(str(tmp_path / "empty"), _HLO, 1, 1)
+        profiling.summarize_trace(str(tmp_path / "empty"), _HLO, 1, 1)
 
 
 def test_profile_path_that_is_a_file_exits_2_and_keeps_the_file(capsys, tmp_path):

@@ -346,6 +346,9 @@ def test_all_damaged_refuses_until_fresh_start_is_allowed(
     assert "from scratch" in caplog.text
     assert listing(workdir / "checkpoints") == ["10", "20"]
     assert listing(workdir / "checkpoints_damaged") == ["10", "20"]
+    # The earlier run's metrics are kept beside, not appended to.
+    assert (workdir / "metrics.jsonl.1").read_bytes() == metrics
+    assert (workdir / "metrics.jsonl").read_bytes() == (ref / "metrics.jsonl").read_bytes()
     step, state, _ = restore_latest(short_config(), workdir)
     step_ref, state_ref, _ = restore_latest(short_config(), ref)
     assert step == step_ref == 20

@@ -281,18 +281,6 @@ def test_text_file_errors_are_one_line(tmp_path):
     assert_one_line(info.value, "names no file")
 
 
-def test_block_size_sets_the_shortest_split(tmp_path):
-    path = write(tmp_path / "t.txt", "x" * 200)  # tfds: 180 / 10 / 10
-    assert gd.load_dataset(data_config(f"text_file:{path}", block_size=9)).num_examples("test") == 10
-    with pytest.raises(gd.DatasetError) as info:
-        gd.load_dataset(data_config(f"text_file:{path}", block_size=10))
-    assert_one_line(info.value, str(path), "validation 10", "at least 11",
-                    "--config.data.block_size")
-    with pytest.raises(gd.DatasetError) as info:
-        gd.load_dataset(data_config(f"text_file:{path}", block_size=0))
-    assert_one_line(info.value, "block_size=0")
-
-
 def test_registry_rejects_text_dataset_without_int32_tokens():
     with pytest.raises(gd.DatasetError) as info:
         registry_lib.Dataset(name="t", kind="text",

@@ -19,7 +19,7 @@ from experiments import ddpm_cifar10, ddpm_mnist, ddpm_toy2d
 from genjax.objectives import diffusion as diff
 from genjax.objectives import likelihood
 from genjax.tasks.diffusion import DiffusionTask
-from genjax.train import loop
+from genjax.train import loop, modes
 from genjax.train import step as step_lib
 
 # --------------------------------------------------------------------------
@@ -307,9 +307,9 @@ def _digits_config(module=ddpm_mnist, data_dir=None, **overrides):
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    """Where the digits classifier is trained once and cached."""
-    return tmp_path_factory.mktemp("diffusion_data")
+def data_dir(shared_data_dir):
+    """Where the digits classifier is trained once for the whole suite."""
+    return shared_data_dir
 
 
 @pytest.fixture(scope="module")
@@ -428,14 +428,18 @@ def test_config_mistakes_exit_2_and_write_nothing(override, named, tmp_path, cap
     assert not workdir.exists()
 
 
-def test_inpaint_mode_needs_a_diffusion_model(short_run, copy_workdir, capsys):
+def test_inpaint_is_the_diffusion_tasks_own_mode(short_run, copy_workdir, capsys):
+    """A task declares its own modes: the VAE has none, so --mode=inpaint is
+    refused before anything is read or written, naming the valid modes."""
     workdir = copy_workdir(short_run[0])
+    before = sorted(p.name for p in workdir.rglob("*"))
     code, _, err = run_cli(capsys, "vae_digits", [
-        f"--workdir={workdir}", "--preset=smoke", "--config.train.num_steps=20",
-        "--config.train.log_every=2", "--config.train.checkpoint_every=10",
-        "--config.train.eval_every=10", "--mode=inpaint"])
+        f"--workdir={workdir}", "--preset=smoke", "--mode=inpaint"])
     assert code == 2
-    assert_one_error_line(err, "--mode=inpaint needs a diffusion model")
+    assert_one_error_line(err, "--mode=inpaint", "train, eval, sample")
+    assert sorted(p.name for p in workdir.rglob("*")) == before
+    code, out, _ = run_cli(capsys, "ddpm_mnist", ["--help"])
+    assert code == 0 and "inpaint" in out
 
 
 def test_final_loss_covers_the_test_split_and_the_bound_its_first_examples(
@@ -445,7 +449,7 @@ def test_final_loss_covers_the_test_split_and_the_bound_its_first_examples(
                            {"eval.bound_num_examples": 40})
     copy = tmp_path / "wd"
     shutil.copytree(workdir, copy)
-    run, _, params = loop._restore_for_inference(
+    run, _, params = modes.restore_for_inference(
         config, str(copy), ddpm_mnist.EXPERIMENT.make_task)
     config.eval.sample_quality.num_samples = 0
     config.eval.sample_quality.num_samples_during_training = 0

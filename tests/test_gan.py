@@ -210,9 +210,9 @@ def cli_overrides(data_dir, **overrides) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    """Where the digits classifier is trained once and cached for every test."""
-    return tmp_path_factory.mktemp("gan_data")
+def data_dir(shared_data_dir):
+    """Where the digits classifier is trained once for the whole suite."""
+    return shared_data_dir
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +289,6 @@ def _toy_two_player(ema_decay=0.5):
     import optax
 
     from genjax.train import two_player
-    from genjax.train.state import TrainState  # noqa: F401
 
     def d_loss(d, g, model_state, batch, rng):
         del g, rng

@@ -355,8 +355,7 @@ def text_dataset(
       text: the whole text.
       split_convention: ``"tfds"`` or ``"nanogpt"``.
       source: what the text came from (a path), for messages.
-      min_split_tokens: the fewest tokens any split may have; one training
-        window needs ``block_size + 1``.
+      min_split_tokens: the fewest tokens any split may have.
 
     Raises:
       DatasetError: for an unknown convention or a split shorter than
@@ -367,13 +366,10 @@ def text_dataset(
     short = [split for split, size in sizes.items() if size < min_split_tokens]
     if short:
         listed = ", ".join(f"{s} {sizes[s]}" for s in ranges)
-        why = ("a token and its successor" if min_split_tokens == 2 else
-               f"one window of config.data.block_size + 1 = {min_split_tokens} tokens")
         raise DatasetError(
             f"text {source} is too short: its {len(text)} characters split "
             f"({split_convention!r}) into {listed}, and every split needs at least "
-            f"{min_split_tokens} ({why}); use a longer text or a smaller "
-            f"--config.data.block_size"
+            f"{min_split_tokens} tokens; use a longer text"
         )
     tokenizer = CharTokenizer.from_text(text)
     tokens = tokenizer.encode(text)
@@ -398,17 +394,11 @@ def text_dataset(
 
 
 def _options(data_config) -> tuple[str, int]:
-    """``(split_convention, min_split_tokens)`` from ``config.data``."""
+    """``(split_convention, min_split_tokens)`` from ``config.data``: every
+    split must hold a token and its successor (the model's window length is
+    the model's business, checked when batches are drawn)."""
     convention = data_config.get("split_convention") or DEFAULT_SPLIT_CONVENTION
-    block_size = data_config.get("block_size")
-    if block_size is None:
-        return convention, 2
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size <= 0:
-        raise DatasetError(
-            f"config.data.block_size={block_size!r}, expected a positive int "
-            f"(tokens of context per training window)"
-        )
-    return convention, int(block_size) + 1
+    return convention, 2
 
 
 @register_dataset(
@@ -423,8 +413,7 @@ def load_tiny_shakespeare(data_config) -> TextDataset:
     Args:
       data_config: ``config.data`` with ``manual_dir`` (the directory holding
         ``input.txt``, or the file itself) and optionally ``split_convention``
-        (``"tfds"``, default, or ``"nanogpt"``) and ``block_size`` (when set,
-        every split must hold ``block_size + 1`` tokens). ``data_dir`` is not
+        (``"tfds"``, default, or ``"nanogpt"``). ``data_dir`` is not
         used: nothing is prepared or cached, reading takes about 20 ms.
 
     Raises:
@@ -475,7 +464,7 @@ def load_text_file(data_config) -> TextDataset:
 
     Args:
       data_config: ``config.data`` with ``name`` and optionally
-        ``split_convention`` and ``block_size`` (as for ``tiny_shakespeare``).
+        ``split_convention`` (as for ``tiny_shakespeare``).
 
     Raises:
       DatasetError: naming the path if the file is missing, not UTF-8, empty

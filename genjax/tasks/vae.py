@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.config import check_choice
+from genjax.config import ConfigError, check_choice
 from genjax.models.vae import ACTIVATIONS, ARCHITECTURES, VAE
 from genjax.objectives import elbo
 from genjax.objectives import likelihood as likelihood_lib
@@ -24,7 +24,7 @@ class VAETask(Task):
     def __init__(self, config, dataset_info):
         super().__init__(config, dataset_info)
         if dataset_info.kind != "image":
-            raise ValueError(
+            raise ConfigError(
                 f"the VAE task needs an image dataset; data.name="
                 f"{config.data.name!r} is of kind {dataset_info.kind!r}")
         m = config.model

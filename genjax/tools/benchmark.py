@@ -1,16 +1,15 @@
 """Benchmark one experiment's real train step: compile time, step time, MFU.
 
-    python -m experiments.benchmark NAME [--preset=P] [--config.KEY=VALUE ...]
+    python -m genjax.tools.benchmark NAME [--preset=P] [--config.KEY=VALUE ...]
         [--steps=N] [--warmup=N] [--peak_size=N] [--sampling=N]
         [--profile=DIR] [--json]
 
 The train step is built exactly as ``genjax.train.loop.train_and_evaluate``
 builds it: the same task, optimiser, schedule, EMA, one-axis mesh, shardings
-and state donation (``genjax.train.loop.build`` +
+and state donation (``genjax.train.run.build`` +
 ``genjax.train.step.make_update_step``), fed with real batches of the
 experiment's dataset (``TrainIterator`` seeded as in training, then
-``to_global``). Nothing is written: the checkpoint manager that ``build`` opens
-lives in a temporary directory that is removed afterwards.
+``to_global``). Nothing is written: ``build`` opens no checkpoint manager.
 
 What it measures:
 
@@ -43,7 +42,7 @@ print one ``error:`` line and exit 2; data problems exit 1.
 Example, measured on a 2-core CPU VM (jax 0.10.2, an otherwise quiet host;
 the data paths are shortened to ``...``)::
 
-    $ python -m experiments.benchmark vae_mnist --preset=cpu \\
+    $ python -m genjax.tools.benchmark vae_mnist --preset=cpu \\
           --config.data.manual_dir=... --config.data.data_dir=...
     genjax benchmark: vae_mnist --preset=cpu --config.data.manual_dir=... --config.data.data_dir=...
       devices     1 x cpu (cpu), 1 process(es); jax 0.10.2
@@ -81,14 +80,9 @@ unrounded) instead of the block.
 
 from __future__ import annotations
 
-import glob
-import gzip
 import json
 import logging
-import math
 import os
-import re
-import shutil
 import sys
 import tempfile
 import time
@@ -99,20 +93,16 @@ import numpy as np
 from genjax import cli
 from genjax import config as config_lib
 from genjax import registry
+from genjax.tools.profiling import (flops_from_cost_analysis,
+                                    measure_matmul_peak, summarize_trace)
 
-USAGE = ("usage: python -m experiments.benchmark NAME [--preset=P] "
+USAGE = ("usage: python -m genjax.tools.benchmark NAME [--preset=P] "
          "[--config.KEY=VALUE ...] [--steps=N] [--warmup=N] [--peak_size=N] "
          "[--sampling=N] [--profile=DIR] [--json]")
 DEFAULTS = {"preset": "cpu", "steps": 50, "warmup": 5, "peak_size": 2048,
             "sampling": 0, "profile": None}
 # Steps traced by --profile (the trace of a step is large).
 PROFILE_STEPS = 10
-# Operations listed by name in the --profile summary.
-PROFILE_TOP = 12
-PEAK_RUNS = 5
-# One timed peak run should last at least this long (accelerators repeat the
-# matmul inside one jitted loop so that dispatch overhead does not count).
-PEAK_MIN_SECONDS = 0.2
 
 
 class UsageError(cli.UsageError):
@@ -184,101 +174,21 @@ def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any],
 # Measurements.
 
 
-def flops_from_cost_analysis(compiled) -> float | None:
-    """The ``flops`` entry of ``compiled.cost_analysis()``, or None.
-
-    JAX has returned a dict, a one-element list of dicts, or None (backends
-    without a cost model) across versions; all are handled.
-    """
-    try:
-        analysis = compiled.cost_analysis()
-    except Exception:  # pylint: disable=broad-except
-        return None
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else None
-    if not analysis:
-        return None
-    flops = analysis.get("flops")
-    if flops is None:
-        return None
-    flops = float(flops)
-    return flops if math.isfinite(flops) and flops > 0 else None
-
-
-def measure_matmul_peak(mesh, size: int = 2048,
-                        runs: int = PEAK_RUNS) -> dict[str, Any]:
-    """The f32 matmul FLOP/s of every device of ``mesh`` together, now.
-
-    Each device multiplies its own ``[size, size]`` pair (the leading axis is
-    sharded over the mesh), so the result is the aggregate peak the train
-    step could reach. ``reps`` dependent matmuls run inside one jitted loop,
-    with ``reps`` chosen so that one run takes at least ``PEAK_MIN_SECONDS``;
-    the best of ``runs`` runs counts.
-    """
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
-
-    n = mesh.devices.size
-    sharding = step_lib.data_sharding(mesh)
-    make = jax.jit(
-        lambda key: jax.random.normal(key, (n, size, size), jnp.float32)
-        * (1.0 / math.sqrt(size)),  # Keeps repeated products O(1).
-        out_shardings=sharding)
-    a = make(jax.random.key(0))
-    b = make(jax.random.key(1))
-
-    @jax.jit
-    def chain(x, y, reps):
-        return jax.lax.fori_loop(0, reps, lambda _, z: jnp.matmul(z, y), x)
-
-    def timed(reps: int) -> float:
-        t0 = time.perf_counter()
-        jax.block_until_ready(chain(a, b, reps))
-        return time.perf_counter() - t0
-
-    timed(1)  # Compiles (the trip count is an argument: compiled once).
-    once = min(timed(1), timed(1))
-    reps = int(min(1000, max(1, math.ceil(PEAK_MIN_SECONDS / max(once, 1e-9)))))
-    best = min(timed(reps) for _ in range(runs))
-    flops = 2.0 * size ** 3 * n * reps
-    return {"flops_per_second": flops / best, "size": size, "devices": n,
-            "reps": reps, "runs": runs, "best_seconds": best}
-
-
 def _percentile(values, q) -> float:
     return float(np.percentile(np.asarray(values), q))
-
-
-def _close_checkpointer(checkpointer) -> None:
-    """Closes a checkpointer that saved nothing, before its directory goes.
-
-    Orbax's manager scans its directory for unfinished saves in a background
-    thread started on open, and ``close()`` does not wait for it; removing the
-    directory under it logs a spurious traceback. Best effort: waits for that
-    scan if this orbax version exposes it.
-    """
-    manager = getattr(checkpointer, "_manager", None)
-    scan = getattr(manager, "_cleanup_tmp_directory_future", None)
-    if scan is not None:
-        try:
-            scan.result()
-        except Exception:  # pylint: disable=broad-except
-            pass
-    checkpointer.close()
 
 
 def _time_train_step(run, steps: int, warmup: int,
                      profile_dir: str | None = None) -> dict[str, Any]:
     """Compiles and times the train step of ``run`` (see the module docstring)."""
     import jax  # pylint: disable=import-outside-toplevel
-    from genjax.train import loop  # pylint: disable=import-outside-toplevel
+    from genjax.train import run as run_lib  # pylint: disable=import-outside-toplevel
     from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
     mesh = run.mesh
     # The same iterator and step as loop.train_and_evaluate.
-    iterator = loop.make_train_iterator(run)
-    train_step = loop.make_step(run)
+    iterator = run_lib.make_train_iterator(run)
+    train_step = run_lib.make_step(run)
     state = jax.block_until_ready(run.init_state_fn())
     num_params = int(sum(np.prod(x.shape) for x in
                          jax.tree.leaves(run.abstract_state.params)))
@@ -357,74 +267,6 @@ def _time_train_step(run, steps: int, warmup: int,
             "profile": profile}
 
 
-# Operation names (XLA instruction names, less the ``.N`` suffix) by kind.
-# "conv" alone would also catch ``convert`` fusions.
-_MATMUL_PREFIXES = ("dot", "ynn_fusion", "xnn_fusion", "onednn", "convolution",
-                    "cublas", "gemm", "__cublas", "custom-call")
-_COLLECTIVE_PREFIXES = ("all-reduce", "all-gather", "reduce-scatter",
-                        "all-to-all", "collective-permute")
-
-
-def op_kind(name: str) -> str:
-    """``matmul`` (dots, convolutions, library GEMM fusions), ``collective``
-    or ``other`` (elementwise and reduction fusions, copies, ...) for an XLA
-    operation's name."""
-    base = re.sub(r"\.\d+$", "", name)
-    if base.startswith(_COLLECTIVE_PREFIXES):
-        return "collective"
-    if base.startswith(_MATMUL_PREFIXES):
-        return "matmul"
-    return "other"
-
-
-def summarize_trace(profile_dir: str, hlo_text: str, steps: int,
-                    devices: int) -> dict[str, Any]:
-    """Time per step and device in each operation of the compiled step.
-
-    Reads the newest ``*.trace.json.gz`` (Perfetto) under ``profile_dir``
-    and keeps the events named like an instruction of ``hlo_text`` (the
-    compiled step), so runtime bookkeeping is left out. Times are the events'
-    durations summed, divided by ``steps`` and ``devices``; ``top`` names
-    the costliest with the JAX operation each came from (``source``). On
-    XLA:CPU some library calls (Eigen dots) finish outside their event, so
-    the parts can add up to less than the step: ``untraced`` is that
-    remainder.
-    """
-    paths = glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"),
-                      recursive=True)
-    if not paths:
-        raise FileNotFoundError(f"no *.trace.json.gz under {profile_dir}")
-    path = max(paths, key=os.path.getmtime)
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        events = json.load(f).get("traceEvents", [])
-    # Instruction name -> the JAX operation it came from (its op_name).
-    instructions = {}
-    for line in hlo_text.splitlines():
-        m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = ", line)
-        if m:
-            source = re.search(r'op_name="([^"]*)"', line)
-            instructions[m.group(1)] = source.group(1) if source else ""
-    per_op: dict[str, float] = {}
-    count: dict[str, int] = {}
-    for e in events:
-        name = e.get("name")
-        if e.get("ph") == "X" and name in instructions:
-            per_op[name] = per_op.get(name, 0.0) + e.get("dur", 0) * 1e-6
-            count[name] = count.get(name, 0) + 1
-    scale = 1.0 / (steps * devices)
-    kinds = {"matmul": 0.0, "collective": 0.0, "other": 0.0}
-    for name, seconds in per_op.items():
-        kinds[op_kind(name)] += seconds * scale
-    top = sorted(per_op.items(), key=lambda kv: -kv[1])[:PROFILE_TOP]
-    return {
-        "dir": profile_dir, "trace": path, "steps": steps,
-        "ops_per_step": sum(count.values()) * scale,
-        "kind_seconds": kinds,
-        "top": [{"name": n, "kind": op_kind(n), "seconds": sec * scale,
-                 "source": instructions[n]} for n, sec in top],
-    }
-
-
 def _time_samplers(run, num_samples: int) -> dict[str, float]:
     """Seconds each of the task's samplers (``sample_quality_samplers(final
     =True)``: e.g. DDIM and, listed in ``eval.compare_samplers``, DDPM) takes
@@ -467,21 +309,14 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
         into this directory and summarise them (``profile``).
     """
     import jax  # pylint: disable=import-outside-toplevel
-    from genjax.train import loop  # pylint: disable=import-outside-toplevel
+    from genjax.train import run as run_lib  # pylint: disable=import-outside-toplevel
 
-    # build() opens a checkpoint manager on its workdir: give it a temporary
-    # one, removed when the measurement is done. Nothing is saved.
-    workdir = tempfile.mkdtemp(prefix="genjax_benchmark_")
-    try:
-        run = loop.build(config, workdir, make_task)
-        try:
-            m = _time_train_step(run, steps, warmup, profile_dir)
-            sampler_seconds = (_time_samplers(run, sampling) if sampling
-                               else None)
-        finally:
-            _close_checkpointer(run.checkpointer)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    # build() opens no checkpoint manager and writes nothing: the workdir
+    # it is given is never created.
+    run = run_lib.build(config, os.path.join(tempfile.gettempdir(),
+                                             "genjax_benchmark_unused"), make_task)
+    m = _time_train_step(run, steps, warmup, profile_dir)
+    sampler_seconds = _time_samplers(run, sampling) if sampling else None
 
     peak = measure_matmul_peak(run.mesh, peak_size)
     step_times, (t0, t1, t2) = m["step_times"], m["compile"]

@@ -1,7 +1,7 @@
 """The PyTorch yardstick for ``gpt_shakespeare_char``'s training step.
 
-    python experiments/torch_baseline.py [--compile] [--steps=N] [--text=PATH]
-    python experiments/torch_baseline.py --train [--seed=S] [--text=PATH]
+    python -m genjax.tools.torch_baseline [--compile] [--steps=N] [--text=PATH]
+    python -m genjax.tools.torch_baseline --train [--seed=S] [--text=PATH]
 
 Times one training iteration of a PyTorch GPT shaped like karpathy/nanoGPT's
 ``model.py`` with the ``cpu`` preset's sizes (4 layers, 4 heads, width 128,
@@ -10,7 +10,7 @@ block 64, batch 12, no biases, tied head, exact GELU,
 random windows from the training text (data loading included), forward,
 cross-entropy, backward, clipping at 1.0, AdamW (beta2 0.99, decay 0.1 on
 matrices). It exists so that "as fast as PyTorch on this machine" is measured
-back to back with ``python -m experiments.benchmark gpt_shakespeare_char``,
+back to back with ``python -m genjax.tools.benchmark gpt_shakespeare_char``,
 not quoted. Needs ``torch`` (not a genjax dependency; a CPU wheel is enough).
 Prints the median, p10 and p90 of ``--steps`` iterations after 30 untimed.
 
@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 LAYERS, HEADS, WIDTH, BLOCK, BATCH = 4, 4, 128, 64, 12
-DEFAULT_TEXT = (pathlib.Path(__file__).resolve().parents[1].parent
+DEFAULT_TEXT = (pathlib.Path(__file__).resolve().parents[2].parent
                 / "shared" / "data" / "tiny_shakespeare" / "input.txt")
 
 

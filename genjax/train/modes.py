@@ -15,7 +15,6 @@ import os
 import time
 from typing import Any, Callable
 
-import jax
 import ml_collections
 import numpy as np
 

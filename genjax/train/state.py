@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from genjax.config import ConfigError
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -64,7 +66,7 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
         main = optax.cosine_decay_schedule(
             lr, max(cfg.num_steps - warmup, 1), alpha=cfg.min_lr_ratio)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"train.lr_schedule={cfg.lr_schedule!r}; valid: constant, cosine")
     if warmup <= 0:
         return main
@@ -89,7 +91,7 @@ def build_optimizer(cfg: ml_collections.ConfigDict, decay_mask=None):
     elif cfg.optimizer == "sgd":
         opt = optax.sgd(schedule, momentum=cfg.b1)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"train.optimizer={cfg.optimizer!r}; valid: adam, adamw, adagrad, sgd")
     if cfg.grad_clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)

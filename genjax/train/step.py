@@ -46,7 +46,7 @@ def split_host_cpu(count: int) -> int:
     core: XLA:CPU parallelises many small ops poorly, while data parallelism
     over host devices keeps each core busy with its own share of the batch.
     The ddpm_mnist and gpt_shakespeare_char cpu presets use 2 (measured by
-    ``python -m experiments.benchmark``; the VAE, DCGAN and 2-D diffusion
+    ``python -m genjax.tools.benchmark``; the VAE, DCGAN and 2-D diffusion
     steps are slower split, so their presets keep 0). The setting only
     concerns the CPU platform: on a GPU or TPU host the mesh is made of the
     accelerators and the CPU device count does not matter.
@@ -58,10 +58,10 @@ def split_host_cpu(count: int) -> int:
     the CPU device count that applies (``0`` when left to ``XLA_FLAGS``).
 
     Raises:
-      ValueError: ``count`` is negative.
+      ConfigError: ``count`` is negative.
     """
     if count < 0:
-        raise ValueError(f"cpu_devices={count} must be 0 (JAX's default) or a "
+        raise ConfigError(f"cpu_devices={count} must be 0 (JAX's default) or a "
                          "positive number of CPU devices, e.g. 2")
     if count == 0:
         return 0
@@ -94,7 +94,7 @@ def steps_must_sync(mesh: Mesh) -> bool:
     on 2 cores: the gpt_shakespeare_char smoke preset with ``cpu_devices=2``
     stuck within 1,500 steps). Waiting for each step costs nothing
     measurable on a CPU, where the host has no device queue to keep full
-    (``experiments.benchmark``: synchronised and pipelined steps take the
+    (``genjax.tools.benchmark``: synchronised and pipelined steps take the
     same time). Accelerators and single-device meshes keep async dispatch.
     """
     return mesh.devices.size > 1 and all(

@@ -29,6 +29,8 @@ class MetricWriter:
             return
         if resume_step is not None:
             _truncate_after(self.path, resume_step)
+        else:
+            _set_aside(self.path)
         from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -66,6 +68,21 @@ class MetricWriter:
 def _to_json_number(v):
     v = float(v)
     return v if math.isfinite(v) else str(v)
+
+
+def _set_aside(path: str) -> None:
+    """A fresh run (no checkpoint to resume) in a workdir that holds another
+    run's ``metrics.jsonl`` (e.g. one whose checkpoints were set aside as
+    damaged) renames it ``metrics.jsonl.N`` instead of appending to it or
+    deleting it."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    n = 1
+    while os.path.exists(f"{path}.{n}"):
+        n += 1
+    os.replace(path, f"{path}.{n}")
+    log.warning("a fresh run in this workdir: kept the earlier %s as %s",
+                os.path.basename(path), f"{os.path.basename(path)}.{n}")
 
 
 def _truncate_after(path: str, step: int) -> None:
