@@ -17,8 +17,8 @@ Sample quality (``eval.json``, the protocol of
 ``genjax.evaluate.sample_quality``): 10,000 samples from the EMA generator
 against the 10,000 test images, in the feature space of a LeNet classifier
 that genjax trains on the train split once and caches in the data directory:
-``eval/fd`` beside ``eval/fd_floor`` (10,000 real training images against
-the same test images), KID, the classifier score (at most 10) and mode
+``eval/fd`` beside ``eval/fd_floor`` (the 10,000 training images held out of
+the classifier's training, against the same test images), KID, the classifier score (at most 10) and mode
 coverage (``eval/classes_hit``, ``eval/class_kl``).
 
 Its measured result is written once, in ``results`` below, from which README's

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from experiments import vae_digits
 from genjax import cli
 from genjax import config as config_lib
 from genjax import registry
@@ -327,3 +328,55 @@ def test_many_steps_on_two_cpu_devices_do_not_hang(tmp_path):
     assert "rendezvous" not in proc.stderr.lower()
     assert "on 2 device(s)" in proc.stdout
     assert (workdir / "eval.json").is_file()
+
+
+# --------------------------------------------------------------------------
+# absl flags: --config files and names (ml_collections' config_flags), and
+# --flagfile.
+
+
+def _config_from(argv, experiment_name=None):
+    flags, overrides = cli.parse_args(argv)
+    experiment, preset = cli._experiment_and_preset(experiment_name, flags)
+    return experiment, preset, cli.build_config(experiment, preset, overrides, flags)
+
+
+def test_config_file_is_loaded_by_config_flags_and_overridden():
+    path = REPO / "experiments" / "vae_digits.py"
+    experiment, preset, config = _config_from(
+        [f"--config={path}:smoke", "--config.seed=3", "--workdir=/w"])
+    assert (experiment.name, preset) == ("vae_digits", "smoke")
+    reference = vae_digits.get_config("smoke")
+    reference.seed = 3
+    assert config.to_dict() == reference.to_dict()
+
+
+def test_config_name_and_flagfile(tmp_path):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--config=vae_digits:smoke\n--config.train.num_steps=7\n"
+                        "--workdir=/w\n", encoding="utf-8")
+    experiment, preset, config = _config_from([f"--flagfile={flagfile}",
+                                               "--config.seed=4"])
+    assert (experiment.name, preset) == ("vae_digits", "smoke")
+    assert config.train.num_steps == 7 and config.seed == 4
+    flags, _ = cli.parse_args([f"--flagfile={flagfile}"])
+    assert flags["workdir"] == "/w"
+
+
+@pytest.mark.parametrize("argv, module, texts", [
+    (["--config=experiments/nope.py:cpu"], None, ["nope.py", "no such file"]),
+    (["--config=experiments/vae_digits.py:tiny"], None,
+     ["'tiny'", "smoke", "cpu", "paper"]),
+    (["--config=experiments/vae_digits.py"], None, ["names no preset"]),
+    (["--config=vae_digits:smoke"], "vae_mnist", ["vae_digits", "vae_mnist"]),
+    (["--config=vae_digits:smoke", "--preset=cpu"], None, ["contradicts"]),
+    (["--flagfile=/no/such/file"], None, ["--flagfile"]),
+])
+def test_config_flag_mistakes_are_one_line(argv, module, texts, tmp_path, capsys,
+                                           monkeypatch):
+    monkeypatch.chdir(REPO)
+    workdir = tmp_path / "wd"
+    code, _, err = run_cli(capsys, module, [*argv, f"--workdir={workdir}"])
+    assert code == 2
+    assert_one_error_line(err, *texts)
+    assert not workdir.exists()
