@@ -8,6 +8,7 @@ subprocess (``run_python``); each costs a JAX import, so they are few.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -56,6 +57,22 @@ MARKERS = {
 def pytest_configure(config):
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+
+
+@pytest.fixture
+def collect_garbage():
+    """Finalises, inside the test that made them, the tensorstore objects that
+    reading a deliberately damaged checkpoint leaves (else they are
+    finalised later, with a long repr, as "unraisable" warnings)."""
+    yield
+    gc.collect()
+
+
+# For test modules that damage checkpoints on purpose.
+DAMAGED_CHECKPOINT_MARKS = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.usefixtures("collect_garbage"),
+]
 
 
 @pytest.fixture(scope="session")

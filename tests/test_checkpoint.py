@@ -13,7 +13,6 @@ and 20); one trains (the allowed fresh start).
 from __future__ import annotations
 
 import errno
-import gc
 import json
 import logging
 import os
@@ -25,23 +24,14 @@ import pytest
 from genjax.train import checkpoint as ckpt_lib
 from genjax.train import loop
 
-from conftest import (MAKE_TASK, SHORT, assert_one_error_line,
+from conftest import (DAMAGED_CHECKPOINT_MARKS, MAKE_TASK, SHORT,
+                      assert_one_error_line,
                       assert_trees_bitwise_equal, restore_latest, run_cli,
                       short_config, train)
 
 SHORT_FLAGS = [f"--config.{k}={v}" for k, v in SHORT.items()]
 
-# Reading a deliberately damaged checkpoint leaves tensorstore objects that
-# are finalised later (with a long repr) as "unraisable" warnings.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture(autouse=True)
-def _collect_garbage():
-    """Finalise those objects inside the test that made them, not at exit."""
-    yield
-    gc.collect()
+pytestmark = DAMAGED_CHECKPOINT_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +40,17 @@ def abstract_state(tmp_path_factory):
     run = loop.build(short_config(), str(tmp_path_factory.mktemp("abstract")),
                      MAKE_TASK)
     return run.abstract_state
+
+def restore_error(workdir, abstract_state) -> str:
+    """The CheckpointError message of restoring ``workdir``'s latest step."""
+    checkpointer = ckpt_lib.Checkpointer(str(workdir))
+    try:
+        with pytest.raises(ckpt_lib.CheckpointError) as raised:
+            checkpointer.restore_latest(abstract_state)
+    finally:
+        checkpointer.close()
+    return str(raised.value)
+
 
 
 def files_of(step_dir) -> dict[str, bytes]:
@@ -200,13 +201,7 @@ def test_non_damage_error_raises_one_line_and_moves_nothing(
     workdir = copy_workdir(short_run[0])
     before = {s: files_of(workdir / "checkpoints" / str(s)) for s in (10, 20)}
     fail_restore(monkeypatch, error)
-    checkpointer = ckpt_lib.Checkpointer(str(workdir))
-    try:
-        with pytest.raises(ckpt_lib.CheckpointError) as raised:
-            checkpointer.restore_latest(abstract_state)
-    finally:
-        checkpointer.close()
-    message = str(raised.value)
+    message = restore_error(workdir, abstract_state)
     assert "\n" not in message
     for text in ("step 20", str(workdir / "checkpoints"), shown,
                  "nothing was moved", "retry"):
@@ -223,13 +218,7 @@ def test_error_after_damage_keeps_the_step_that_failed(
     workdir = copy_workdir(short_run[0])
     delete_array_file(workdir / "checkpoints" / "20")
     fail_restore(monkeypatch, MemoryError("cannot allocate"), at_steps=(10,))
-    checkpointer = ckpt_lib.Checkpointer(str(workdir))
-    try:
-        with pytest.raises(ckpt_lib.CheckpointError) as raised:
-            checkpointer.restore_latest(abstract_state)
-    finally:
-        checkpointer.close()
-    message = str(raised.value)
+    message = restore_error(workdir, abstract_state)
     assert "\n" not in message
     assert "step 10" in message and "step 10 was left in place" in message
     assert listing(workdir / "checkpoints") == ["10"]
@@ -305,13 +294,7 @@ def test_all_damaged_refuses_until_fresh_start_is_allowed(
         delete_array_file(workdir / "checkpoints" / str(step))
     metrics = (workdir / "metrics.jsonl").read_bytes()
 
-    checkpointer = ckpt_lib.Checkpointer(str(workdir))
-    try:
-        with pytest.raises(ckpt_lib.CheckpointError) as raised:
-            checkpointer.restore_latest(abstract_state)
-    finally:
-        checkpointer.close()
-    message = str(raised.value)
+    message = restore_error(workdir, abstract_state)
     assert "\n" not in message
     for text in ("all 2 are damaged", "checkpoints_damaged",
                  "--config.train.allow_fresh_start=true"):
@@ -320,13 +303,7 @@ def test_all_damaged_refuses_until_fresh_start_is_allowed(
     assert listing(workdir / "checkpoints_damaged") == ["10", "20"]
 
     # The next attempt, now that checkpoints/ is empty, refuses too.
-    checkpointer = ckpt_lib.Checkpointer(str(workdir))
-    try:
-        with pytest.raises(ckpt_lib.CheckpointError) as raised:
-            checkpointer.restore_latest(abstract_state)
-    finally:
-        checkpointer.close()
-    message = str(raised.value)
+    message = restore_error(workdir, abstract_state)
     assert "\n" not in message
     for text in ("steps 10, 20", str(workdir / "checkpoints_damaged"),
                  "--config.train.allow_fresh_start=true"):

@@ -9,7 +9,6 @@ starts); the kill test SIGKILLs a real training process.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -29,24 +28,15 @@ from genjax.train import checkpoint as ckpt_lib
 from genjax.train import loop
 from genjax.train import step as step_lib
 
-from conftest import (REPO, SHORT, assert_one_error_line,
+from conftest import (DAMAGED_CHECKPOINT_MARKS, REPO, SHORT,
+                      assert_one_error_line,
                       assert_trees_bitwise_equal, leaves_with_paths, read_json,
                       read_jsonl, restore_latest, run_cli, run_python,
                       short_config, subprocess_env, train)
 
 SHORT_FLAGS = [f"--config.{k}={v}" for k, v in SHORT.items()]
 
-# Reading a deliberately damaged checkpoint leaves tensorstore objects that
-# are finalised later (with a long repr) as "unraisable" warnings.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture(autouse=True)
-def _collect_garbage():
-    """Finalise those objects inside the test that made them, not at exit."""
-    yield
-    gc.collect()
+pytestmark = DAMAGED_CHECKPOINT_MARKS
 
 
 def without_seconds(eval_json: dict) -> dict:
