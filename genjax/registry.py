@@ -54,6 +54,10 @@ class Result:
       summary: what the run measured, when it is more than the preset's
         train-and-evaluate run (``"inpainting ..."``); shown before the metrics.
       notes: everything else measured in the same run, and the conditions.
+      stale: empty for a result the command reproduces with today's code;
+        else which change since the measurement moves its numbers (e.g. a new
+        evaluation protocol), until it is measured again. Shown beside the
+        numbers in every generated table.
     """
 
     preset: str
@@ -65,6 +69,7 @@ class Result:
     units: Mapping[str, str] = dataclasses.field(default_factory=dict)
     summary: str = ""
     notes: str = ""
+    stale: str = ""
 
     def __post_init__(self):
         for key, value in self.metrics.items():
@@ -220,6 +225,8 @@ def readme_results(experiments: Sequence[Experiment]) -> str:
             lines.append(f"| `{exp.name}` | | not measured yet | | | | {link} |")
         for i, r in enumerate(exp.results, 1):
             what = ": ".join(filter(None, (r.summary, r.metrics_text("`"))))
+            if r.stale:
+                what = f"**stale, to re-measure** ({r.stale}): {what}"
             lines.append(
                 f"| `{exp.name}` | `{r.preset}` | {_cell(what)} | "
                 f"{r.wall_time or 'not recorded'} | {r.host} | {r.date} | {link} |")
@@ -248,6 +255,8 @@ def family_results(experiments: Sequence[Experiment], family: str) -> str:
                 head += f", {r.wall_time} end to end"
             lines += [f"**{head}**" + (f": {r.summary}" if r.summary else ""),
                       "", "```", r.command, "```", ""]
+            if r.stale:
+                lines += [f"**Stale, to re-measure:** {r.stale}", ""]
             lines += [f"- {item}" for item in r.metric_items("`")]
             if r.notes:
                 lines += ["", r.notes]

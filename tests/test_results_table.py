@@ -84,19 +84,37 @@ def test_each_record_has_the_command_that_runs_its_experiment_and_preset(experim
 def test_a_number_edited_in_one_place_only_is_caught(experiments):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     fresh = registry.readme_results(list(experiments.values()))
+    vae = experiments["vae_digits"]
+    (result,) = vae.results
+    key, value = next(iter(result.metrics.items()))
+    shown = f"`{key}` {registry.format_value(value)}"
+    other = f"`{key}` {registry.format_value(round(value + 0.01, 6))}"
     # Edited in README only: regenerating changes the file back.
-    edited = readme.replace("`eval/nll_iwae` 22.02", "`eval/nll_iwae` 22.03")
+    edited = readme.replace(shown, other)
     assert edited != readme
     assert registry.replace_block(edited, fresh) == readme
     # Edited in the registry only: the generated block no longer matches.
-    vae = experiments["vae_digits"]
-    (result,) = vae.results
-    changed = dataclasses.replace(result, metrics={**result.metrics, "eval/nll_iwae": 22.03})
+    changed = dataclasses.replace(
+        result, metrics={**result.metrics, key: round(value + 0.01, 6)})
     others = [e for e in experiments.values() if e.name != "vae_digits"]
     regenerated = registry.readme_results(
         [*others, dataclasses.replace(vae, results=(changed,))])
     assert regenerated != block(readme)
-    assert "`eval/nll_iwae` 22.03 nats/example" in regenerated
+    assert other in regenerated
+
+
+def test_a_stale_record_says_so_in_every_table(experiments):
+    vae = experiments["vae_digits"]
+    (result,) = vae.results
+    stale = dataclasses.replace(result, stale="a new evaluation protocol")
+    marked = dataclasses.replace(vae, results=(stale,))
+    others = [e for e in experiments.values() if e.name != "vae_digits"]
+    readme = registry.readme_results([*others, marked])
+    row = next(line for line in readme.splitlines()
+               if line.startswith("| `vae_digits`"))
+    assert "stale, to re-measure" in row and "a new evaluation protocol" in row
+    docs = registry.family_results([*others, marked], "vae")
+    assert "Stale, to re-measure:** a new evaluation protocol" in docs
 
 
 def copy_pages(tmp_path: pathlib.Path) -> pathlib.Path:
