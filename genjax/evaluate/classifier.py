@@ -13,6 +13,16 @@ image; those held-out images are the sample-quality floor's real images, so
 that the floor, like the samples and the test split, is judged on features
 the classifier did not fit.
 
+A dataset without labels gets the same LeNet as a self-supervised encoder
+(``SSL_RECIPE``, kind ``transformations``): it learns to tell which of four
+transformations was applied to a training image (the identity, a horizontal
+flip, a vertical flip, a 180-degree rotation; every image shape allows all
+four), a pretext task in the spirit of RotNet (Gidaris et al. 2018,
+"Unsupervised Representation Learning by Predicting Image Rotations",
+arXiv:1803.07728). Its features judge samples where no class exists. The
+recipe's ``kind`` is the only difference: the same training loop, held-out
+images, fingerprint and cache serve both.
+
 The training recipe (``RECIPE``) is pinned: it uses its own fixed seed, never
 the experiment seed, so every experiment on a dataset gets the same classifier.
 The trained parameters are cached on disk under
@@ -69,6 +79,57 @@ RECIPE: dict[str, Any] = {
     # test split's are (sample_quality.py).
     "holdout_every": 6,
 }
+
+# The labels a recipe trains on (its ``kind``; a recipe without one, such as
+# RECIPE, is ``classes``): the dataset's classes, or which of TRANSFORMATIONS
+# was applied to the image.
+KINDS = ("classes", "transformations")
+TRANSFORMATIONS = ("identity", "horizontal_flip", "vertical_flip", "rotate_180")
+
+# The self-supervised encoder of unlabelled datasets: RECIPE with the
+# transformations as labels (the same holdout, so the same floor images).
+SSL_RECIPE: dict[str, Any] = {**RECIPE, "kind": "transformations"}
+
+
+def recipe_kind(recipe: dict) -> str:
+    """``recipe``'s kind of labels (``KINDS``)."""
+    kind = recipe.get("kind", "classes")
+    if kind not in KINDS:
+        raise ValueError(f"recipe kind {kind!r}; valid: {', '.join(KINDS)}")
+    return kind
+
+
+def describe(recipe: dict) -> str:
+    """What a LeNet of ``recipe`` is called in messages."""
+    return ("domain classifier" if recipe_kind(recipe) == "classes"
+            else "self-supervised encoder")
+
+
+def num_outputs(recipe: dict, dataset) -> int:
+    """The LeNet's logits: the dataset's classes, or the transformations."""
+    if recipe_kind(recipe) == "classes":
+        return int(dataset.num_classes)
+    return len(TRANSFORMATIONS)
+
+
+def transform_images(images_BxHxWxC, transformation_B):
+    """Applies ``TRANSFORMATIONS[t]`` to each image: 1 and 3 reverse the
+    width axis, 2 and 3 the height axis (3: both, a 180-degree rotation).
+    Works on numpy and JAX arrays alike."""
+    xp = jnp if isinstance(images_BxHxWxC, jax.Array) else np
+    t = transformation_B[:, None, None, None]
+    x = xp.where((t == 1) | (t == 3), images_BxHxWxC[:, :, ::-1], images_BxHxWxC)
+    return xp.where((t == 2) | (t == 3), x[:, ::-1], x)
+
+
+def min_train_images(recipe: dict | None = None) -> int:
+    """The smallest train split whose images, less the held-out ones, fill
+    one training batch of ``recipe``."""
+    recipe = RECIPE if recipe is None else recipe
+    n = int(recipe["batch_size"])
+    while len(training_indices(n, recipe)) < int(recipe["batch_size"]):
+        n += 1
+    return n
 
 
 def holdout_indices(num_train: int, recipe: dict | None = None) -> np.ndarray:
@@ -160,9 +221,12 @@ class DomainClassifier:
     """A trained LeNet: features and class probabilities of images.
 
     Attributes:
-      test_accuracy: accuracy on the dataset's test split.
+      kind: the labels it learned (``KINDS``): the dataset's classes, or
+        (the self-supervised encoder) the transformations.
+      test_accuracy: accuracy on the dataset's test split (for the encoder:
+        at telling the four transformations of each test image apart).
       feature_dim: F, the width of the feature layer.
-      num_classes: K.
+      num_classes: K (4 for the encoder).
       image_shape: ``(H, W, C)`` it was trained on.
       fingerprint: the hash identifying data + recipe (see ``fingerprint``).
       meta: the ``meta.json`` dict (test_accuracy, recipe, fingerprint,
@@ -177,6 +241,7 @@ class DomainClassifier:
         self.image_shape = tuple(meta["image_shape"])
         self.fingerprint = str(meta["fingerprint"])
         self.test_accuracy = float(meta["test_accuracy"])
+        self.kind = recipe_kind(meta["recipe"])
         self.model = _make_model(meta["recipe"], self.num_classes)
         self.feature_dim = int(self.model.feature_dim)
         self.params = jax.device_put(params)
@@ -228,49 +293,79 @@ class DomainClassifier:
         _, probs = self.features_and_probs(images, batch_size)
         return float(np.mean(np.argmax(probs, axis=1) == np.asarray(labels)))
 
+    def transformation_accuracy(self, images: np.ndarray, batch_size: int = 500) -> float:
+        """The encoder's accuracy over all four transformations of each image."""
+        correct = 0.0
+        for t in range(len(TRANSFORMATIONS)):
+            ids = np.full((len(images),), t, np.int32)
+            correct += self.accuracy(transform_images(np.asarray(images), ids), ids,
+                                     batch_size)
+        return correct / len(TRANSFORMATIONS)
+
+    def test_accuracy_on(self, images: np.ndarray, labels: np.ndarray | None) -> float:
+        """``accuracy`` for a classifier, ``transformation_accuracy`` for the encoder."""
+        if self.kind == "classes":
+            return self.accuracy(images, labels)
+        return self.transformation_accuracy(images)
+
 
 # --------------------------------------------------------------------------
 # Fingerprint and cache.
 
 
-def _labelled_splits(dataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{'train': (images, labels), 'test': (...)}`` or ClassifierError."""
+def has_labels(dataset) -> bool:
+    """Whether ``dataset`` has class labels (a ``label`` field and classes)."""
+    return "label" in dataset.element_spec and bool(dataset.num_classes)
+
+
+def _training_splits(dataset, recipe: dict) -> dict[str, tuple[np.ndarray, Any]]:
+    """``{'train': (images, labels), 'test': (...)}`` (labels None for the
+    encoder, which makes its own) or ClassifierError."""
     if getattr(dataset, "kind", None) != "image":
         raise ClassifierError(
-            f"the domain classifier needs an image dataset; {dataset.name!r} is of "
+            f"the {describe(recipe)} needs an image dataset; {dataset.name!r} is of "
             f"kind {getattr(dataset, 'kind', None)!r}")
-    if "label" not in dataset.element_spec or not dataset.num_classes:
+    classes = recipe_kind(recipe) == "classes"
+    if classes and not has_labels(dataset):
         raise ClassifierError(
             f"dataset {dataset.name!r} has no labels; the domain classifier (and so "
-            f"the sample-quality metrics and mode coverage) needs a labelled "
-            f"dataset: use one with a 'label' field")
+            f"the class-based sample-quality metrics and mode coverage) needs a "
+            f"labelled dataset: use one with a 'label' field, or the "
+            f"self-supervised encoder (SSL_RECIPE)")
     out = {}
     for split in ("train", "test"):
         fields = dataset.arrays(split)
-        out[split] = (fields["image"], fields["label"])
+        out[split] = (fields["image"], fields["label"] if classes else None)
     return out
 
 
 def fingerprint(dataset, recipe: dict | None = None) -> str:
-    """A 16-hex-digit hash of the train and test arrays (bytes, dtypes, shapes),
-    ``num_classes`` and the training recipe."""
+    """A 16-hex-digit hash of the train and test arrays (bytes, dtypes, shapes;
+    the labels only where the recipe learns them), the number of outputs and
+    the training recipe."""
     recipe = RECIPE if recipe is None else recipe
     h = hashlib.sha256()
-    h.update(json.dumps({"recipe": recipe, "num_classes": int(dataset.num_classes)},
+    h.update(json.dumps({"recipe": recipe, "num_classes": num_outputs(recipe, dataset)},
                         sort_keys=True).encode())
-    for split, (images, labels) in sorted(_labelled_splits(dataset).items()):
+    for split, (images, labels) in sorted(_training_splits(dataset, recipe).items()):
         for field, array in (("image", images), ("label", labels)):
+            if array is None:
+                continue
             array = np.ascontiguousarray(array)
             h.update(f"|{split}/{field}/{array.dtype.str}/{array.shape}|".encode())
             h.update(memoryview(array).cast("B"))
     return h.hexdigest()[:16]
 
 
-def cache_path(cache_dir: str, dataset, fp: str | None = None) -> str:
-    """``<cache_dir>/genjax_classifiers/<dataset name>-<fingerprint>``."""
-    fp = fingerprint(dataset) if fp is None else fp
+def cache_path(cache_dir: str, dataset, fp: str | None = None,
+               recipe: dict | None = None) -> str:
+    """``<cache_dir>/genjax_classifiers/<dataset name>-<fingerprint>``, or
+    ``<dataset name>-ssl-<fingerprint>`` for the self-supervised encoder."""
+    recipe = RECIPE if recipe is None else recipe
+    fp = fingerprint(dataset, recipe) if fp is None else fp
+    tag = "" if recipe_kind(recipe) == "classes" else "ssl-"
     return os.path.join(os.path.abspath(os.path.expanduser(cache_dir)),
-                        CACHE_SUBDIR, f"{dataset.name}-{fp}")
+                        CACHE_SUBDIR, f"{dataset.name}-{tag}{fp}")
 
 
 def _param_shapes(model: LeNet, image_shape: tuple) -> dict:
@@ -288,7 +383,7 @@ def _load(path: str, fp: str, recipe: dict, dataset) -> DomainClassifier:
         raise ValueError("meta.json is not a JSON object")
     image_shape = list(dataset.element_spec["image"])
     expected = {"fingerprint": fp, "recipe": recipe, "image_shape": image_shape,
-                "num_classes": int(dataset.num_classes)}
+                "num_classes": num_outputs(recipe, dataset)}
     for key, value in expected.items():
         if meta.get(key) != value:
             raise ValueError(f"meta.json has {key}={meta.get(key)!r}, expected {value!r}")
@@ -297,7 +392,7 @@ def _load(path: str, fp: str, recipe: dict, dataset) -> DomainClassifier:
     if hashlib.sha256(data).hexdigest() != meta.get("params_sha256"):
         raise ValueError(f"{PARAMS_FILE} does not match the checksum in meta.json")
     params = flax.serialization.msgpack_restore(data)
-    model = _make_model(recipe, int(dataset.num_classes))
+    model = _make_model(recipe, num_outputs(recipe, dataset))
     shapes = jax.tree_util.tree_map(lambda a: list(np.shape(a)), params)
     if shapes != _param_shapes(model, tuple(image_shape)):
         raise ValueError(f"{PARAMS_FILE} holds parameters of other shapes")
@@ -348,8 +443,10 @@ def _num_steps(num_train: int, recipe: dict) -> tuple[int, int]:
     """``(epochs, steps_per_epoch)``: at least ``epochs`` and ``min_steps`` steps."""
     batch = int(recipe["batch_size"])
     if num_train < batch:
-        raise ClassifierError(f"the classifier needs at least {batch} training "
-                              f"images, the train split has {num_train}")
+        raise ClassifierError(
+            f"the {describe(recipe)} needs at least {batch} training images, the "
+            f"train split has {num_train} besides the held-out ones; it needs at "
+            f"least {min_train_images(recipe)} images")
     steps_per_epoch = num_train // batch
     epochs = max(int(recipe["epochs"]),
                  math.ceil(int(recipe["min_steps"]) / steps_per_epoch))
@@ -361,19 +458,28 @@ def train_classifier(dataset, recipe: dict | None = None,
     """Trains the LeNet of ``recipe`` on ``dataset``'s train split, less the
     images held out for the sample-quality floor (``holdout_indices``).
 
+    A recipe of kind ``classes`` learns the dataset's labels; one of kind
+    ``transformations`` (the self-supervised encoder) learns which of
+    ``TRANSFORMATIONS`` was applied to each image of a batch, drawn
+    uniformly per image and step from the recipe's seed.
+
     Returns:
       ``(params as numpy, meta)``, ``meta`` holding test_accuracy (on the test
       split), the recipe, fingerprint, shapes, date and training seconds.
     """
     recipe = RECIPE if recipe is None else recipe
     info = log or logger.info
-    splits = _labelled_splits(dataset)
-    keep = training_indices(len(splits["train"][1]), recipe)
-    train_images, train_labels = (a[keep] for a in splits["train"])
-    num_classes = int(dataset.num_classes)
+    name = describe(recipe)
+    transformations = recipe_kind(recipe) == "transformations"
+    splits = _training_splits(dataset, recipe)
+    keep = training_indices(len(splits["train"][0]), recipe)
+    train_images = splits["train"][0][keep]
+    train_labels = None if transformations else splits["train"][1][keep]
+    num_train = len(train_images)
+    num_classes = num_outputs(recipe, dataset)
     model = _make_model(recipe, num_classes)
     image_shape = tuple(train_images.shape[1:])
-    epochs, steps_per_epoch = _num_steps(len(train_labels), recipe)
+    epochs, steps_per_epoch = _num_steps(num_train, recipe)
     total_steps = epochs * steps_per_epoch
     batch = int(recipe["batch_size"])
 
@@ -389,7 +495,7 @@ def train_classifier(dataset, recipe: dict | None = None,
     tx = optax.adam(schedule)
     opt_state = tx.init(params)
     images = jax.device_put(np.asarray(train_images, np.float32))
-    labels = jax.device_put(np.asarray(train_labels, np.int32))
+    labels = None if transformations else jax.device_put(np.asarray(train_labels, np.int32))
 
     def loss_fn(p, x, y):
         logits, _ = model.apply({"params": p}, x)
@@ -399,32 +505,42 @@ def train_classifier(dataset, recipe: dict | None = None,
 
     # One jitted call per step. (A lax.scan over an epoch would save the Python
     # dispatch, but XLA on CPU runs the convolutions inside a loop about 8x
-    # slower.) The train set lives on the device; a step gathers its batch.
+    # slower.) The train set lives on the device; a step gathers its batch
+    # (and the encoder transforms it: the labels are the transformations).
     @jax.jit
-    def train_step(p, s, all_images, all_labels, idx):
+    def train_step(p, s, all_images, all_labels, idx, transformation):
         x = jnp.take(all_images, idx, axis=0)
-        y = jnp.take(all_labels, idx, axis=0)
+        if transformation is None:
+            y = jnp.take(all_labels, idx, axis=0)
+        else:
+            x, y = transform_images(x, transformation), transformation
         (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, x, y)
         updates, s = tx.update(grads, s, p)
         return optax.apply_updates(p, updates), s, loss, correct
 
     rng = np.random.default_rng(int(recipe["seed"]))
+    # Its own stream, so that the classifier's batches do not depend on it.
+    transformation_rng = np.random.default_rng([int(recipe["seed"]), 0x55]) \
+        if transformations else None
     log_every = max(1, math.ceil(epochs / 10))
-    info(f"genjax: training the {dataset.name} domain classifier "
-         f"({epochs} epochs x {steps_per_epoch} steps of {batch}, {len(train_labels)} images)")
+    info(f"genjax: training the {dataset.name} {name} "
+         f"({epochs} epochs x {steps_per_epoch} steps of {batch}, {num_train} images)")
     for epoch in range(1, epochs + 1):
-        order = rng.permutation(len(train_labels))[: steps_per_epoch * batch]
+        order = rng.permutation(num_train)[: steps_per_epoch * batch]
         order = order.reshape((steps_per_epoch, batch)).astype(np.int32)
+        drawn = (transformation_rng.integers(0, len(TRANSFORMATIONS), order.shape,
+                                             dtype=np.int32)
+                 if transformations else [None] * len(order))
         losses, correct = [], []
-        for idx in order:
+        for idx, transformation in zip(order, drawn):
             params, opt_state, loss, num_correct = train_step(
-                params, opt_state, images, labels, idx)
+                params, opt_state, images, labels, idx, transformation)
             losses.append(loss)
             correct.append(num_correct)
         if epoch % log_every == 0 or epoch == epochs:
             loss = float(np.mean(jax.device_get(losses)))
             accuracy = float(np.sum(jax.device_get(correct))) / float(order.size)
-            info(f"genjax: classifier epoch {epoch}/{epochs}: loss {loss:.4f}, "
+            info(f"genjax: {name.split()[-1]} epoch {epoch}/{epochs}: loss {loss:.4f}, "
                  f"train accuracy {accuracy:.4f}, {time.perf_counter() - start:.1f} s")
     params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
     del images, labels
@@ -432,12 +548,13 @@ def train_classifier(dataset, recipe: dict | None = None,
 
     meta = {
         "dataset": dataset.name,
+        "kind": recipe_kind(recipe),
         "fingerprint": fingerprint(dataset, recipe),
         "recipe": recipe,
         "num_classes": num_classes,
         "image_shape": list(image_shape),
         "feature_dim": int(model.feature_dim),
-        "num_train": int(len(train_labels)),
+        "num_train": int(num_train),
         "num_test": int(dataset.num_examples("test")),
         "epochs": epochs,
         "steps": total_steps,
@@ -447,20 +564,22 @@ def train_classifier(dataset, recipe: dict | None = None,
         "jax_version": jax.__version__,
     }
     classifier = DomainClassifier(params, meta)
-    test_images, test_labels = splits["test"]
-    meta["test_accuracy"] = classifier.accuracy(test_images, test_labels)
-    info(f"genjax: {dataset.name} domain classifier: test accuracy "
+    meta["test_accuracy"] = classifier.test_accuracy_on(*splits["test"])
+    info(f"genjax: {dataset.name} {name}: test accuracy "
          f"{meta['test_accuracy']:.4f}, trained in {train_seconds:.1f} s")
     return params, meta
 
 
 def get_classifier(dataset, cache_dir: str | None, *,
-                   log: logging.Logger | Callable[[str], None] | None = None) -> DomainClassifier:
-    """Returns ``dataset``'s domain classifier, loaded from ``cache_dir`` or trained.
+                   log: logging.Logger | Callable[[str], None] | None = None,
+                   recipe: dict | None = None) -> DomainClassifier:
+    """Returns ``dataset``'s domain classifier (or, with ``recipe=SSL_RECIPE``,
+    its self-supervised encoder), loaded from ``cache_dir`` or trained.
 
     Args:
-      dataset: a labelled image ``Dataset``; trains on ``splits['train']`` and
-        reports accuracy on ``splits['test']``.
+      dataset: an image ``Dataset``, labelled unless ``recipe`` is of kind
+        ``transformations``; trains on ``splits['train']`` and reports
+        accuracy on ``splits['test']``.
       cache_dir: where ``genjax_classifiers/`` lives (e.g. the TFDS data_dir),
         or None for no caching. A corrupt or unreadable cache is retrained and
         overwritten with a warning; a cache_dir that cannot be written costs
@@ -468,10 +587,14 @@ def get_classifier(dataset, cache_dir: str | None, *,
       log: where progress lines go: a ``logging.Logger``, a ``print``-like
         callable, or None for ``logging.getLogger("genjax")``. Warnings always
         go to the ``genjax`` logger too.
+      recipe: the training recipe, ``RECIPE`` by default.
 
     Raises:
-      ClassifierError (a ValueError): for a dataset without labels or images.
+      ClassifierError (a ValueError): for a dataset without images, or
+        without labels where the recipe learns classes.
     """
+    recipe = RECIPE if recipe is None else recipe
+    name = describe(recipe)
     if isinstance(log, logging.Logger):
         info, extra_warn = log.info, (log.warning if log is not logger else None)
     elif log is None:
@@ -484,29 +607,29 @@ def get_classifier(dataset, cache_dir: str | None, *,
         if extra_warn is not None:
             extra_warn(message)
 
-    _labelled_splits(dataset)  # Fails fast, before hashing, for unlabelled data.
-    fp = fingerprint(dataset)
-    path = cache_path(cache_dir, dataset, fp) if cache_dir is not None else None
+    _training_splits(dataset, recipe)  # Fails fast, before hashing, for unlabelled data.
+    fp = fingerprint(dataset, recipe)
+    path = cache_path(cache_dir, dataset, fp, recipe) if cache_dir is not None else None
     if path is not None and os.path.lexists(path):
         try:
-            classifier = _load(path, fp, RECIPE, dataset)
+            classifier = _load(path, fp, recipe, dataset)
         except Exception as e:  # pylint: disable=broad-except
             # Whatever is wrong with the files (truncated, edited, another
             # format), a bad cache must cost a retraining, never the run.
-            warn(f"genjax: ignoring the unreadable classifier cache {path} "
+            warn(f"genjax: ignoring the unreadable {name} cache {path} "
                  f"({type(e).__name__}: {e}); retraining it")
         else:
-            info(f"genjax: loaded the {dataset.name} domain classifier from {path} "
+            info(f"genjax: loaded the {dataset.name} {name} from {path} "
                  f"(test accuracy {classifier.test_accuracy:.4f})")
             return classifier
-    params, meta = train_classifier(dataset, RECIPE, log=info)
+    params, meta = train_classifier(dataset, recipe, log=info)
     if path is not None:
         try:
             meta = _save(path, params, meta)
         except OSError as e:
-            warn(f"genjax: could not cache the classifier in {path} ({e}); "
+            warn(f"genjax: could not cache the {name} in {path} ({e}); "
                  f"continuing with the freshly trained one")
             path = None
         else:
-            info(f"genjax: cached the {dataset.name} domain classifier in {path}")
+            info(f"genjax: cached the {dataset.name} {name} in {path}")
     return DomainClassifier(params, meta, path)

@@ -22,6 +22,32 @@ network (``inception.py``):
 - ``inception_fd`` / ``inception_fd_floor``: FID with Inception features, only
   when ``protocol.inception_weights`` names a weights file.
 
+A dataset without labels (e.g. ``image_folder`` on a flat folder) has no
+domain classifier and no classes. Its samples are judged with label-free
+metrics in the features of a self-supervised encoder instead: the same
+LeNet, trained on the train split (less the held-out floor images) to tell
+which of four flips and rotations was applied to an image
+(``classifier.SSL_RECIPE``), cached like the classifier. Their keys start
+with ``ssl_``, naming those features:
+
+- ``ssl_fd`` / ``ssl_fd_floor``, ``ssl_kid`` / ``ssl_kid_std`` /
+  ``ssl_kid_floor``: as ``fd`` and ``kid`` above, in the encoder's features;
+- ``ssl_precision`` / ``ssl_recall``: improved precision and recall
+  (Kynkaanniemi et al. 2019) with k-nearest-neighbour balls
+  (``protocol.precision_recall_k``, 3), against as many reference images as
+  samples; ``ssl_precision_floor`` / ``ssl_recall_floor`` are the floor
+  images' values (real against real: not 1 at finite sizes);
+- ``ssl_pretext_accuracy``: the encoder's accuracy at telling the four
+  transformations of each test image apart.
+
+The class-based metrics (``classifier_score``, ``classes_hit``,
+``class_kl``) are absent there; ``inception_fd`` is computed as above.
+
+``check_data(dataset, protocol)`` refuses, before any training, what
+``evaluate_samples`` would refuse about the data (a missing split, a floor
+split equal to the reference, too few images to train the extractor or to
+count neighbours).
+
 Features of the reference and floor sets, and the floor metrics, depend only
 on the dataset, the protocol and the seed; they are computed once per process
 and reused by later evaluations (e.g. every evaluation during training).
@@ -61,6 +87,8 @@ def default_protocol() -> ml_collections.ConfigDict:
       classifier_score_splits: splits of the classifier score (Salimans et al. 2016).
       min_class_fraction: a class is hit if its sample frequency is at least
         this fraction of its reference frequency.
+      precision_recall_k: the neighbour that sets the balls of precision and
+        recall (Kynkaanniemi et al. 2019; unlabelled datasets only).
       inception_weights: an FID Inception-v3 ``.npz`` file (see
         ``genjax/evaluate/inception.py``), or None to skip the Inception FID.
     """
@@ -74,6 +102,7 @@ def default_protocol() -> ml_collections.ConfigDict:
         "kid_subset_size": 1000,
         "classifier_score_splits": 10,
         "min_class_fraction": 0.1,
+        "precision_recall_k": 3,
         "inception_weights": config_dict.placeholder(str),
     })
 
@@ -88,7 +117,8 @@ def _resolve_protocol(protocol) -> dict:
         raise ValueError(f"unknown sample-quality protocol keys {unknown}; "
                          f"valid keys: {sorted(values)}")
     values.update(given)
-    for key in ("batch_size", "kid_subsets", "kid_subset_size", "classifier_score_splits"):
+    for key in ("batch_size", "kid_subsets", "kid_subset_size", "classifier_score_splits",
+                "precision_recall_k"):
         if int(values[key]) < 1:
             raise ValueError(f"protocol {key}={values[key]} must be >= 1")
     if not 0.0 <= float(values["min_class_fraction"]):
@@ -119,18 +149,27 @@ def validate_protocol(protocol) -> None:
 
 
 # Per dataset object (held weakly, so a dropped dataset frees its entries):
-# {absolute cache_dir or None: DomainClassifier}.
+# {(absolute cache_dir or None, recipe kind): DomainClassifier}.
 _CLASSIFIERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 # Inception feature extractors by (class, weights path): loading the weights
 # takes seconds.
 _EXTRACTORS: dict = {}
 
 
-def _classifier(dataset, cache_dir):
-    key = None if cache_dir is None else os.path.abspath(os.path.expanduser(cache_dir))
+def _recipe(dataset) -> dict:
+    """The feature extractor's recipe: the domain classifier's for labelled
+    data, the self-supervised encoder's otherwise."""
+    return (classifier_lib.RECIPE if classifier_lib.has_labels(dataset)
+            else classifier_lib.SSL_RECIPE)
+
+
+def _classifier(dataset, cache_dir, recipe: dict | None = None):
+    recipe = classifier_lib.RECIPE if recipe is None else recipe
+    key = (None if cache_dir is None else os.path.abspath(os.path.expanduser(cache_dir)),
+           classifier_lib.recipe_kind(recipe))
     per_dataset = _CLASSIFIERS.setdefault(dataset, {})
     if key not in per_dataset:
-        per_dataset[key] = classifier_lib.get_classifier(dataset, cache_dir)
+        per_dataset[key] = classifier_lib.get_classifier(dataset, cache_dir, recipe=recipe)
     return per_dataset[key]
 
 
@@ -214,10 +253,6 @@ def _check_dataset(dataset, p: dict) -> None:
     if getattr(dataset, "kind", None) != "image":
         raise ValueError(f"sample-quality evaluation needs an image dataset; "
                          f"{dataset.name!r} is of kind {dataset.kind!r}")
-    if "label" not in dataset.element_spec or not dataset.num_classes:
-        raise ValueError(
-            f"dataset {dataset.name!r} has no labels; the domain classifier and the "
-            f"mode coverage need a labelled dataset (a 'label' field): use one")
     for key in ("reference_split", "floor_split"):
         if p[key] not in dataset.splits:
             raise ValueError(
@@ -232,16 +267,84 @@ def _check_dataset(dataset, p: dict) -> None:
 
 def floor_pool(dataset, floor_split: str) -> np.ndarray:
     """The real images the floor subset is drawn from: for ``train``, the
-    train images the domain classifier never trained on; else the split."""
+    train images the feature extractor (the domain classifier, or the
+    self-supervised encoder of unlabelled data) never trained on; else the
+    split."""
     images = dataset.arrays(floor_split)["image"]
     if floor_split == "train":
-        return images[classifier_lib.holdout_indices(len(images))]
+        return images[classifier_lib.holdout_indices(len(images), _recipe(dataset))]
     return images
 
 
-def _floor_indices(num_floor: int, n: int, seed: int) -> np.ndarray:
-    """The floor subset: ``min(n, num_floor)`` distinct indices drawn from ``seed``."""
-    rng = np.random.default_rng([seed, 0x5a17])
+def check_data(dataset, protocol) -> None:
+    """Checks, before training, that ``protocol`` can judge samples of
+    ``dataset``: what ``evaluate_samples`` would otherwise refuse after the
+    whole run. Nothing is trained or read beyond the loaded arrays.
+
+    Raises:
+      ValueError: one line naming the ``eval.sample_quality`` key (or the
+        data) and the fix.
+    """
+    p = _resolve_protocol(protocol)
+    counts = {key: int(p[key]) for key in ("num_samples", "num_samples_during_training")
+              if int(p[key]) > 0}
+    if not counts:
+        return
+    skip = ("set eval.sample_quality.num_samples=0 and "
+            "eval.sample_quality.num_samples_during_training=0 to skip the "
+            "sample-quality metrics")
+    kind = getattr(dataset, "kind", None)
+    if kind not in ("image", "points"):
+        raise ValueError(
+            f"eval.sample_quality judges image or points samples; dataset "
+            f"{dataset.name!r} is of kind {kind!r}: {skip}")
+    for key in ("reference_split", "floor_split"):
+        if p[key] not in dataset.splits:
+            raise ValueError(
+                f"eval.sample_quality.{key}={p[key]!r} is not a split of dataset "
+                f"{dataset.name!r}; valid splits: {sorted(dataset.splits)}")
+    if kind == "points":
+        return
+    ref_split, floor_split = p["reference_split"], p["floor_split"]
+    if floor_split == ref_split:
+        raise ValueError(
+            f"eval.sample_quality.floor_split={floor_split!r} equals reference_split: "
+            f"the floor must compare two disjoint sets of real images; use "
+            f"floor_split='train' (the images the feature extractor holds out)")
+    recipe = _recipe(dataset)
+    num_train = dataset.num_examples("train") if "train" in dataset.splits else 0
+    needed = classifier_lib.min_train_images(recipe)
+    if "test" not in dataset.splits or num_train < needed:
+        raise ValueError(
+            f"the {classifier_lib.describe(recipe)} that judges samples trains on "
+            f"the train split of dataset {dataset.name!r} and reports on its test "
+            f"split; it needs at least {needed} train images, the dataset has "
+            f"{num_train} (splits {sorted(dataset.splits)}): add images, or {skip}")
+    num_ref = dataset.num_examples(ref_split)
+    num_floor = len(floor_pool(dataset, floor_split))
+    for what, size in ((f"reference split {ref_split!r}", num_ref),
+                       (f"floor pool ({floor_split!r})", num_floor)):
+        if size < 2:
+            raise ValueError(
+                f"eval.sample_quality: the {what} of dataset {dataset.name!r} has "
+                f"{size} image(s), the distances need at least 2: add images, or {skip}")
+    if classifier_lib.has_labels(dataset):
+        return
+    k = int(p["precision_recall_k"])
+    for key, n in counts.items():
+        smallest = min(n, num_ref, num_floor)
+        if smallest <= k:
+            raise ValueError(
+                f"eval.sample_quality.{key}={n}: precision and recall with "
+                f"precision_recall_k={k} need more than {k} samples, reference "
+                f"images ({num_ref}) and floor images ({num_floor}); raise it, "
+                f"lower eval.sample_quality.precision_recall_k, or add images")
+
+
+def _floor_indices(num_floor: int, n: int, seed: int, salt: int = 0x5a17) -> np.ndarray:
+    """The floor subset: ``min(n, num_floor)`` distinct indices drawn from
+    ``seed`` (another ``salt``: another subset, e.g. of the reference)."""
+    rng = np.random.default_rng([seed, salt])
     return np.sort(rng.choice(num_floor, size=min(n, num_floor), replace=False))
 
 
@@ -252,11 +355,11 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
     Args:
       samples: float ``[N, H, W, C]`` in [0, 1] (values outside are clipped),
         ``(H, W, C)`` the dataset's image shape, N >= 2. All N are used.
-      dataset: a labelled image ``Dataset``.
+      dataset: an image ``Dataset``, labelled or not (see the module docstring).
       protocol: ``default_protocol()`` or a ConfigDict/dict overriding some of
         its keys.
-      cache_dir: where the domain classifier is cached (``classifier.py``), or
-        None not to cache it.
+      cache_dir: where the domain classifier (or the self-supervised
+        encoder) is cached (``classifier.py``), or None not to cache it.
       seed: draws the floor subset and KID's subsets.
 
     Returns:
@@ -266,11 +369,16 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
       ``class_kl``, ``num_samples``, and ``inception_fd`` and
       ``inception_fd_floor`` when ``protocol.inception_weights`` is set.
       The floor set has N images, or the whole floor split if that is smaller.
+      For a dataset without labels: ``ssl_pretext_accuracy``, ``ssl_fd``,
+      ``ssl_fd_floor``, ``ssl_kid``, ``ssl_kid_std``, ``ssl_kid_floor``,
+      ``ssl_precision``, ``ssl_recall``, ``ssl_precision_floor``,
+      ``ssl_recall_floor``, ``num_samples`` (and the Inception FID as above).
 
     Raises:
       ValueError: one line naming the bad value and the fix: samples of the
         wrong shape or dtype, non-finite samples, fewer than 2 samples, an
-        unknown split or protocol key, a dataset without labels.
+        unknown split or protocol key, too few images for precision and
+        recall.
       genjax.evaluate.inception.InceptionWeightsError: for an unusable
         ``inception_weights`` file.
     """
@@ -286,10 +394,13 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
     kid_args = {"num_subsets": int(p["kid_subsets"]),
                 "subset_size": int(p["kid_subset_size"]), "seed": seed}
 
-    clf = _classifier(dataset, cache_dir)
+    labelled = classifier_lib.has_labels(dataset)
+    # The feature extractor: the domain classifier, or for unlabelled data
+    # the self-supervised encoder (its "probabilities" are over the four
+    # transformations and go unused).
+    clf = _classifier(dataset, cache_dir, _recipe(dataset))
     cache = clf.feature_cache
     ref_images = dataset.arrays(ref_split)["image"]
-    ref_labels = dataset.arrays(ref_split)["label"]
     floor_images_all = floor_pool(dataset, floor_split)
 
     def floor_images():
@@ -302,39 +413,61 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
     floor_features, _ = _cached(
         cache, ("floor_features", floor_split, n, seed),
         lambda: clf.features_and_probs(floor_images(), batch_size), per_seed=True)
+    k = int(p["precision_recall_k"])
+    # Precision and recall compare sets of one size (Kynkaanniemi et al.
+    # 2019): as many reference images as samples.
+    pr_reference = None if labelled else _cached(
+        cache, ("pr_reference", ref_split, n, seed),
+        lambda: ref_features[_floor_indices(len(ref_features), n, seed, salt=0x9e)],
+        per_seed=True)
 
     def floor_metrics():
         kid_floor, _ = metrics.kernel_distance(floor_features, ref_features, **kid_args)
-        return {"fd_floor": ref_stats.distance_to(floor_features), "kid_floor": kid_floor}
+        out = {"fd_floor": ref_stats.distance_to(floor_features), "kid_floor": kid_floor}
+        if not labelled:
+            out["precision_floor"], out["recall_floor"] = metrics.precision_recall(
+                pr_reference, floor_features, k)
+        return out
 
     floor = _cached(cache, ("floor_metrics", ref_split, floor_split, n, seed,
-                            kid_args["num_subsets"], kid_args["subset_size"]),
+                            kid_args["num_subsets"], kid_args["subset_size"], k),
                     floor_metrics, per_seed=True)
-
-    splits = min(int(p["classifier_score_splits"]), n)
-    score_data = _cached(
-        cache, ("classifier_score", ref_split, splits),
-        lambda: metrics.classifier_score(ref_probs, min(splits, len(ref_probs)))[0])
 
     features, probs = clf.features_and_probs(samples, batch_size)
     kid, kid_std = metrics.kernel_distance(features, ref_features, **kid_args)
-    score, score_std = metrics.classifier_score(probs, splits)
-    coverage = metrics.mode_coverage(probs, ref_labels, clf.num_classes,
-                                     float(p["min_class_fraction"]))
-    results = {
-        "classifier_test_accuracy": clf.test_accuracy,
+    distances = {
         "fd": ref_stats.distance_to(features),
         "fd_floor": floor["fd_floor"],
         "kid": kid,
         "kid_std": kid_std,
         "kid_floor": floor["kid_floor"],
-        "classifier_score": score,
-        "classifier_score_std": score_std,
-        "classifier_score_data": score_data,
-        "classes_hit": coverage["classes_hit"],
-        "class_kl": coverage["class_kl"],
-        "num_samples": n,
     }
+    if labelled:
+        splits = min(int(p["classifier_score_splits"]), n)
+        score_data = _cached(
+            cache, ("classifier_score", ref_split, splits),
+            lambda: metrics.classifier_score(ref_probs, min(splits, len(ref_probs)))[0])
+        score, score_std = metrics.classifier_score(probs, splits)
+        coverage = metrics.mode_coverage(probs, dataset.arrays(ref_split)["label"],
+                                         clf.num_classes, float(p["min_class_fraction"]))
+        results = {
+            "classifier_test_accuracy": clf.test_accuracy,
+            **distances,
+            "classifier_score": score,
+            "classifier_score_std": score_std,
+            "classifier_score_data": score_data,
+            "classes_hit": coverage["classes_hit"],
+            "class_kl": coverage["class_kl"],
+            "num_samples": n,
+        }
+    else:
+        precision, recall = metrics.precision_recall(pr_reference, features, k)
+        distances.update(precision=precision, recall=recall,
+                         precision_floor=floor["precision_floor"],
+                         recall_floor=floor["recall_floor"])
+        results = {"ssl_pretext_accuracy": clf.test_accuracy,
+                   **{f"ssl_{key}": value for key, value in distances.items()},
+                   "num_samples": n}
     if p["inception_weights"]:
         results.update(_inception_fd(samples, floor_images, cache, p, ref_images, n, seed))
     logger.debug("genjax: evaluated %d samples in %.1f s", n, time.perf_counter() - start)

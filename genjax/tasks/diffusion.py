@@ -13,7 +13,8 @@ p(x | y) and p(x): labels are replaced by a null label with probability
 ``diffusion.label_dropout``, so samples can use classifier-free guidance
 (Ho & Salimans 2022) with ``sample.guidance_scale`` w:
 ``eps = (1 + w) eps(x, y) - w eps(x)``. Inpainting always uses the
-unconditional model (the null label).
+unconditional model (the null label). On a dataset without labels a
+conditional config trains the unconditional model, with one warning.
 """
 
 from __future__ import annotations
@@ -147,6 +148,10 @@ def cpu_preset(config: ml_collections.ConfigDict, num_steps: int) -> None:
     q.num_samples, q.num_samples_during_training, q.batch_size = 1000, 200, 500
 
 
+def _has_labels(dataset_info) -> bool:
+    return "label" in dataset_info.element_spec and bool(dataset_info.num_classes)
+
+
 class DiffusionTask(Task):
     """A DDPM (Ho et al. 2020) on images or 2-D points."""
 
@@ -192,13 +197,23 @@ class DiffusionTask(Task):
                 f"model.architecture={m.architecture!r} does not fit {kind} data "
                 f"({config.data.name!r}); set --config.model.architecture={wanted}")
         self.num_classes = 0
-        if m.class_conditional:
-            if "label" not in dataset_info.element_spec:
-                raise ConfigError(
-                    f"model.class_conditional=True needs labels; data.name="
-                    f"{config.data.name!r} has none: set it to False")
+        # The guidance actually used: none where the model is unconditional.
+        self.guidance_scale = s.guidance_scale
+        if m.class_conditional and not _has_labels(dataset_info):
+            # A conditional recipe (e.g. the cpu preset) on the user's own,
+            # unlabelled images: the unconditional model is what can be
+            # learned. The config is left as given, so a checkpoint's model
+            # config still matches its preset on resume.
+            guidance = (f" and sample.guidance_scale={s.guidance_scale} are"
+                        if s.guidance_scale else " is")
+            logging.getLogger("genjax").warning(
+                "data.name=%r has no labels: model.class_conditional=True%s "
+                "ignored; the model is trained and sampled unconditionally",
+                config.data.name, guidance)
+            self.guidance_scale = 0.0
+        elif m.class_conditional:
             self.num_classes = int(dataset_info.num_classes)
-        if s.guidance_scale and not self.num_classes:
+        elif s.guidance_scale:
             raise ConfigError(
                 f"sample.guidance_scale={s.guidance_scale} needs "
                 "model.class_conditional=True; set it to 0")
@@ -360,7 +375,7 @@ class DiffusionTask(Task):
         if self.num_classes and labels is None:
             labels = jax.random.randint(label_rng, (num_samples,), 0,
                                         self.num_classes)
-        denoise = self.denoiser(params, labels, s.guidance_scale)
+        denoise = self.denoiser(params, labels, self.guidance_scale)
         shape = (num_samples,) + self.shape
         if x_T is None:  # Drawn here so that its batch is data-parallel.
             x_T = jax.random.normal(start_rng, shape)

@@ -93,9 +93,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
     step_lib.check_batch_divides(config.eval.batch_size, "eval.batch_size", mesh)
 
 
+def check_data(config: ml_collections.ConfigDict, dataset) -> None:
+    """Checks that need the loaded data: whatever the run will ask of it
+    after training (the sample-quality protocol's splits, and enough images
+    to train its feature extractor and count neighbours) is checked here,
+    so that a run that cannot finish fails before its first step.
+
+    Raises ConfigError with an actionable one-line message.
+    """
+    protocol = config.eval.get("sample_quality")
+    if protocol is None:
+        return
+    try:
+        sample_quality.check_data(dataset, protocol)
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
+
+
 def build(config: ml_collections.ConfigDict, workdir: str,
           make_task: Callable, dataset=None) -> Run:
-    """Loads the data and builds the task, optimiser and state shapes.
+    """Loads the data, checks it (``check_data``) and builds the task,
+    optimiser and state shapes.
 
     ``config.cpu_devices`` is applied first (``step.split_host_cpu``), so a
     notebook or a test gets the preset's devices as the command line does.
@@ -107,6 +125,7 @@ def build(config: ml_collections.ConfigDict, workdir: str,
     mesh = step_lib.make_mesh()
     if dataset is None:
         dataset = data_lib.load_dataset(config.data)
+    check_data(config, dataset)
     task = make_task(config, dataset)
     optimizer, schedule = task.make_optimizer()
     example = task.example_batch(dataset)
