@@ -126,19 +126,28 @@ def build(config: ml_collections.ConfigDict, workdir: str,
     if dataset is None:
         dataset = data_lib.load_dataset(config.data)
     check_data(config, dataset)
-    task = make_task(config, dataset)
-    optimizer, schedule = task.make_optimizer()
-    example = task.example_batch(dataset)
+    try:
+        task = make_task(config, dataset)
+        optimizer, schedule = task.make_optimizer()
+        example = task.example_batch(dataset)
 
-    def init_state():
-        return task.init_state(step_lib.root_key(config.seed, "init"),
-                               step_lib.root_key(config.seed, "train"),
-                               example, optimizer)
+        def init_state():
+            return task.init_state(step_lib.root_key(config.seed, "init"),
+                                   step_lib.root_key(config.seed, "train"),
+                                   example, optimizer)
 
+        abstract = jax.eval_shape(init_state)
+    except (config_lib.ConfigError, data_lib.DatasetError):
+        raise
+    except ValueError as e:
+        # A model or task refusing a config value (e.g. an architecture that
+        # does not fit the data's shape): a usage error, one line.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise config_lib.ConfigError(
+            f"{config.data.name}: {first} (check the --config overrides)") from e
     repl = step_lib.replicated(mesh)
     init_state_fn = jax.jit(step_lib.under_mesh(init_state, mesh),
                             out_shardings=repl)
-    abstract = jax.eval_shape(init_state)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
     checkpointer = ckpt_lib.Checkpointer(
