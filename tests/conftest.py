@@ -59,6 +59,28 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {doc}")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's ``--dist loadgroup``: a test module's tests
+    run in one worker, so its module- and session-scoped runs (``gan_run``,
+    ``ddpm_run``, ...) are trained once; each notebook is a group of its own,
+    so the notebooks spread over the workers."""
+    del config
+    for item in items:
+        group = item.module.__name__
+        if item.get_closest_marker("notebook") is not None and hasattr(item, "callspec"):
+            group = f"{group}[{item.callspec.id}]"
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def needs_data(present: bool, reason: str):
+    """Marks a test ``needs_data`` and skips it with ``reason`` unless the
+    files it reads from ``../shared/data`` are ``present``."""
+    def mark(test):
+        return pytest.mark.needs_data(
+            pytest.mark.skipif(not present, reason=reason)(test))
+    return mark
+
+
 @pytest.fixture
 def collect_garbage():
     """Finalises, inside the test that made them, the tensorstore objects that

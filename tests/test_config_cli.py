@@ -240,6 +240,7 @@ def process_results(tmp_path_factory):
     return results
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case", sorted(k for k in PROCESS_CASES if k != "table"))
 def test_process_errors(case, process_results):
     code, _, err, workdir, empty = process_results[case]
@@ -286,6 +287,8 @@ def test_split_host_cpu(xla_flags, expected):
     assert proc.stdout.split("\n")[:2] == expected
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cpu_devices_config_trains_on_two_devices(tmp_path):
     workdir = tmp_path / "run"
     proc = subprocess.run(
@@ -310,6 +313,8 @@ def test_steps_must_sync_only_on_multi_device_cpu():
     assert not step_lib.steps_must_sync(mesh_of("gpu", "gpu", "gpu", "gpu"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_many_steps_on_two_cpu_devices_do_not_hang(tmp_path):
     # XLA:CPU's in-process all-reduce blocks a thread of the shared pool; with
     # steps dispatched back to back this small GPT hung within 1,500 steps on

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import data_config, pairs
+from conftest import data_config, needs_data, pairs
 from PIL import Image
 
 import genjax.data as gd
@@ -28,13 +28,13 @@ MNIST_TRAIN_HISTOGRAM = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5
 MNIST_TEST_HISTOGRAM = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 SMALL_COUNTS = {"train": 6, "test": 4}
 
-needs_mnist = pytest.mark.skipif(
-    not all(
+needs_mnist = needs_data(
+    all(
         (MNIST_DIR / f"{stem}.gz").is_file()
         for pair in idx.IDX_FILES.values()
         for stem in pair
     ),
-    reason=f"the MNIST idx files are not in {MNIST_DIR}",
+    f"the MNIST idx files are not in {MNIST_DIR}",
 )
 
 

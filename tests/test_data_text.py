@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from conftest import data_config
+from conftest import data_config, needs_data
 
 import genjax.data as gd
 from genjax.data import registry as registry_lib
@@ -28,9 +28,9 @@ SHAKESPEARE_FILE = SHAKESPEARE_DIR / "input.txt"
 # nanoGPT's prepare.py prints these characters (after "\n") for the file.
 NANOGPT_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-needs_shakespeare = pytest.mark.skipif(
-    not SHAKESPEARE_FILE.is_file(),
-    reason=f"Tiny Shakespeare's input.txt is not in {SHAKESPEARE_DIR}",
+needs_shakespeare = needs_data(
+    SHAKESPEARE_FILE.is_file(),
+    f"Tiny Shakespeare's input.txt is not in {SHAKESPEARE_DIR}",
 )
 
 

@@ -369,6 +369,7 @@ def _digits_dataset():
     return data_lib.load_dataset(data_config("digits"))
 
 
+@pytest.mark.slow
 def test_resume_is_bitwise_identical(ddpm_run, data_dir, tmp_path):
     workdir, config, _ = ddpm_run
     resumed = tmp_path / "resumed"
@@ -491,6 +492,7 @@ def test_toy2d_smoke_judges_points_by_energy_distance(tmp_path):
     assert "eval/bits_per_dim" not in final
 
 
+@pytest.mark.slow
 def test_cifar10_smoke_preset_trains_on_colour_shapes(tmp_path):
     config = ddpm_cifar10.get_config("smoke")
     config.eval.sample_quality.num_samples = 0  # no classifier: plumbing only
@@ -542,6 +544,8 @@ def test_scatter_image_puts_points_where_they_are():
         images.scatter_image(np.zeros((4, 3)))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_eight_devices_match_one_device(tmp_path):
     """ddpm_toy2d's smoke run on 8 simulated devices (8 points each) trains as
     on one, and its samplers, compiled ahead for the timing, run sharded."""

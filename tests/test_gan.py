@@ -384,6 +384,8 @@ def test_n_disc_steps_the_discriminator_more_often(data_dir, tmp_path):
     assert counts == {"generator": [4], "discriminator": [12]}
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_eight_devices_match_one_device(gan_run, data_dir, tmp_path):
     """Batch norm sees the global batch on 8 devices (4 examples each), so
     the run matches the 1-device run up to float reordering."""
@@ -538,6 +540,7 @@ def test_upsample_conv_equals_the_transposed_convolution(shape, cout):
     np.testing.assert_allclose(got[0, 2 * m + a, 2 * n + b], total, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_dcgan_cifar10_smoke_preset_trains_on_colour_shapes(data_dir, tmp_path):
     """The 32x32 colour path end to end: shapes32, three doublings, the
     classifier and metrics on colour images (shrunk so the test is quick)."""
@@ -613,6 +616,7 @@ def test_spectral_norm_divides_each_discriminator_layer_by_its_top_singular_valu
     assert not np.allclose(logits("none", 3.0), logits("none", 1.0), rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_infogan_code_feeds_the_generator_and_is_read_by_q(data_dir, tmp_path):
     """``model.code_classes``: latents end in a uniform one-hot code, D's Q head
     reads it back, and the code's cross-entropy enters both players' losses."""

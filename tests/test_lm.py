@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import (assert_one_error_line, assert_trees_bitwise_equal,
+from conftest import (assert_one_error_line, needs_data, assert_trees_bitwise_equal,
                       read_json, read_jsonl, run_cli, set_overrides)
 from experiments import gpt_shakespeare_char
 from genjax.data import text as text_lib
@@ -28,9 +28,9 @@ from genjax.train import step as step_lib
 
 SHAKESPEARE_DIR = (pathlib.Path(__file__).resolve().parents[1].parent
                    / "shared" / "data" / "tiny_shakespeare")
-needs_shakespeare = pytest.mark.skipif(
-    not (SHAKESPEARE_DIR / "input.txt").is_file(),
-    reason=f"Tiny Shakespeare's input.txt is not in {SHAKESPEARE_DIR}")
+needs_shakespeare = needs_data(
+    (SHAKESPEARE_DIR / "input.txt").is_file(),
+    f"Tiny Shakespeare's input.txt is not in {SHAKESPEARE_DIR}")
 MAKE_TASK = gpt_shakespeare_char.EXPERIMENT.make_task
 
 
@@ -384,6 +384,8 @@ def _close_rows(rows, ref_rows, rtol):
 
 
 @needs_shakespeare
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_accumulation_and_eight_devices_match_one_device(lm_run, tmp_path):
     """Batch 16 in 2 micro-batches on 8 simulated devices (each micro-batch
     spread over all 8) trains as batch 16 in one piece on one device."""
