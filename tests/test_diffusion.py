@@ -467,15 +467,18 @@ def test_final_loss_covers_the_test_split_and_the_bound_its_first_examples(
     # The loss: the same draws over the whole test split, at the end too.
     assert at_end["eval/loss"] == during["eval/loss"] == final["eval/loss"]
     assert "eval/bits_per_dim" not in during
-    # The bound: the mean over the first 40 test images (of a batch of 120).
-    images = run.dataset.arrays("test")["image"]
-    key = jax.random.fold_in(step_lib.root_key(config.seed, "eval"), 0)
-    padded = np.concatenate([images[:40], np.zeros_like(images[:80])])
-    values = run.task.extra_eval_fn("bound", params, {"image": padded}, key)
+    # The bound: the mean over the first 40 test images, each with the key of
+    # its index (not over the 120 of an eval batch).
+    images = run.dataset.arrays("test")["image"][:120]
+    keys = step_lib.example_keys(step_lib.root_key(config.seed, "eval"),
+                                 jnp.arange(len(images)))
+    bound = step_lib.per_example(
+        lambda p, b, r: run.task.extra_eval_fn("bound", p, b, r))
+    values = np.asarray(bound(params, {"image": images}, keys)["bound_nll_bound"])
     assert at_end["eval/bound_nll_bound"] == pytest.approx(
-        float(np.mean(np.asarray(values["bound_nll_bound"])[:40])), rel=1e-5)
+        float(np.mean(values[:40])), rel=1e-5)
     assert at_end["eval/bound_nll_bound"] != pytest.approx(
-        float(np.mean(np.asarray(values["bound_nll_bound"]))), rel=1e-3)
+        float(np.mean(values)), rel=1e-3)
 
 
 def test_toy2d_smoke_judges_points_by_energy_distance(tmp_path):
