@@ -249,20 +249,27 @@ def _check_samples(samples, dataset) -> np.ndarray:
     return np.clip(samples, 0.0, 1.0)
 
 
+def _check_splits(dataset, p: dict, *, disjoint: bool) -> None:
+    """The protocol's splits exist in ``dataset`` and, where the floor is
+    judged against the reference (``disjoint``: images), differ."""
+    for key in ("reference_split", "floor_split"):
+        if p[key] not in dataset.splits:
+            raise ValueError(
+                f"eval.sample_quality.{key}={p[key]!r} is not a split of dataset "
+                f"{dataset.name!r}; valid splits: {sorted(dataset.splits)}")
+    if disjoint and p["floor_split"] == p["reference_split"]:
+        raise ValueError(
+            f"eval.sample_quality.floor_split={p['floor_split']!r} equals "
+            f"reference_split: the floor must compare two disjoint sets of real "
+            f"images; use floor_split='train' (the images the feature extractor "
+            f"holds out)")
+
+
 def _check_dataset(dataset, p: dict) -> None:
     if getattr(dataset, "kind", None) != "image":
         raise ValueError(f"sample-quality evaluation needs an image dataset; "
                          f"{dataset.name!r} is of kind {dataset.kind!r}")
-    for key in ("reference_split", "floor_split"):
-        if p[key] not in dataset.splits:
-            raise ValueError(
-                f"protocol {key}={p[key]!r} is not a split of dataset {dataset.name!r}; "
-                f"valid splits: {sorted(dataset.splits)}")
-    if p["floor_split"] == p["reference_split"]:
-        raise ValueError(
-            f"protocol floor_split={p['floor_split']!r} equals reference_split: the "
-            f"floor must compare two disjoint sets of real images; use "
-            f"floor_split='train' (the images the classifier holds out)")
+    _check_splits(dataset, p, disjoint=True)
 
 
 def floor_pool(dataset, floor_split: str) -> np.ndarray:
@@ -298,19 +305,10 @@ def check_data(dataset, protocol) -> None:
         raise ValueError(
             f"eval.sample_quality judges image or points samples; dataset "
             f"{dataset.name!r} is of kind {kind!r}: {skip}")
-    for key in ("reference_split", "floor_split"):
-        if p[key] not in dataset.splits:
-            raise ValueError(
-                f"eval.sample_quality.{key}={p[key]!r} is not a split of dataset "
-                f"{dataset.name!r}; valid splits: {sorted(dataset.splits)}")
+    _check_splits(dataset, p, disjoint=kind == "image")
     if kind == "points":
         return
     ref_split, floor_split = p["reference_split"], p["floor_split"]
-    if floor_split == ref_split:
-        raise ValueError(
-            f"eval.sample_quality.floor_split={floor_split!r} equals reference_split: "
-            f"the floor must compare two disjoint sets of real images; use "
-            f"floor_split='train' (the images the feature extractor holds out)")
     recipe = _recipe(dataset)
     num_train = dataset.num_examples("train") if "train" in dataset.splits else 0
     needed = classifier_lib.min_train_images(recipe)
