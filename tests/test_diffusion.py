@@ -350,15 +350,20 @@ def test_a_ddpm_run_reports_the_bound_and_both_samplers(ddpm_run):
 def test_guidance_combines_conditional_and_unconditional_outputs(ddpm_run):
     _, config, _ = ddpm_run
     task = ddpm_mnist.EXPERIMENT.make_task(config, _digits_dataset())
-    params = task.init_params(jax.random.key(0), None)
-    # A non-zero network: perturb the zero-initialised output layer.
-    params = jax.tree.map(lambda p: p + 0.05 * jnp.ones_like(p), params)
-    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
-    t = jnp.array([1, 20, 40])
-    labels = jnp.array([0, 3, 9])
-    cond = task.denoiser(params, labels)(x, t)
-    uncond = task.denoiser(params, task.null_labels(3))(x, t)
-    guided = task.denoiser(params, labels, guidance_scale=2.0)(x, t)
+
+    @jax.jit  # One compiled program: op-by-op, the U-Net takes ~20 s here.
+    def outputs():
+        params = task.init_params(jax.random.key(0), None)
+        # A non-zero network: perturb the zero-initialised output layer.
+        params = jax.tree.map(lambda p: p + 0.05 * jnp.ones_like(p), params)
+        x = jax.random.normal(jax.random.key(1), (3, 8, 8, 1))
+        t = jnp.array([1, 20, 40])
+        labels = jnp.array([0, 3, 9])
+        return (task.denoiser(params, labels)(x, t),
+                task.denoiser(params, task.null_labels(3))(x, t),
+                task.denoiser(params, labels, guidance_scale=2.0)(x, t))
+
+    cond, uncond, guided = outputs()
     assert float(jnp.max(jnp.abs(cond - uncond))) > 1e-4
     np.testing.assert_allclose(guided, 3.0 * cond - 2.0 * uncond, atol=1e-5)
 

@@ -31,20 +31,35 @@ def test_vae_task_shapes_and_finite_loss(architecture, hidden, shape, likelihood
     config.eval.iwae_samples = 4
     config.eval.iwae_chunk = 2
     task = VAETask(config, _info(shape))
-    x = jax.random.uniform(jax.random.key(0), (3,) + shape)
-    params = task.init_params(jax.random.key(1), {"image": x})
-    loss, metrics = task.loss_fn(params, {"image": x}, jax.random.key(2))
+
+    @jax.jit  # One compiled program: op by op, this takes several seconds.
+    def outputs():
+        x = jax.random.uniform(jax.random.key(0), (3,) + shape)
+        params = task.init_params(jax.random.key(1), {"image": x})
+        return dict(
+            x=x,
+            loss_and_metrics=task.loss_fn(params, {"image": x}, jax.random.key(2)),
+            per_example=task.eval_fn(params, {"image": x}, jax.random.key(3),
+                                     final=True),
+            samples=task.sample_fn(params, jax.random.key(4), 5),
+            reconstruction=task.reconstruct(params, x),
+            interpolation=task.interpolate(params, x[0], x[1], 6),
+            anomaly=task.anomaly_score(params, x, jax.random.key(5), 3))
+
+    out = outputs()
+    x = out["x"]
+    loss, metrics = out["loss_and_metrics"]
     assert loss.shape == () and np.isfinite(float(loss))
     assert float(metrics["kl"]) >= 0.0
-    per_example = task.eval_fn(params, {"image": x}, jax.random.key(3), final=True)
+    per_example = out["per_example"]
     assert per_example["nll_iwae"].shape == (3,)
     assert np.all(np.isfinite(np.asarray(per_example["nll_iwae"])))
-    samples = task.sample_fn(params, jax.random.key(4), 5)
+    samples = out["samples"]
     assert samples.shape == (5,) + shape
     assert float(jnp.min(samples)) >= 0.0 and float(jnp.max(samples)) <= 1.0
-    assert task.reconstruct(params, x).shape == x.shape
-    assert task.interpolate(params, x[0], x[1], 6).shape == (6,) + shape
-    assert task.anomaly_score(params, x, jax.random.key(5), 3).shape == (3,)
+    assert out["reconstruction"].shape == x.shape
+    assert out["interpolation"].shape == (6,) + shape
+    assert out["anomaly"].shape == (3,)
 
 
 def test_conv_decoder_rejects_sides_it_cannot_reach():

@@ -66,8 +66,12 @@ def test_committed_without_outputs(path):
                        "before committing (Edit > Clear all outputs)")
 
 
-def _execute(path, monkeypatch, tmp_path):
-    """Runs the notebook at ``path`` in smoke mode; returns it with outputs."""
+def _execute(path, monkeypatch, tmp_path, data_dir=None):
+    """Runs the notebook at ``path`` in smoke mode; returns it with outputs.
+
+    ``data_dir``, if given, becomes ``$TFDS_DATA_DIR``, the data directory
+    the notebooks cache their domain classifiers in: the suite's shared one
+    holds the digit classifier the other tests trained."""
     _require("nbclient", "nbformat", "ipykernel", "matplotlib")
     import nbclient  # pylint: disable=import-outside-toplevel
     import nbformat  # pylint: disable=import-outside-toplevel
@@ -77,6 +81,8 @@ def _execute(path, monkeypatch, tmp_path):
     monkeypatch.setenv(SMOKE_ENV, "1")
     # Where the notebook trains (instead of a new directory under /tmp).
     monkeypatch.setenv("GENJAX_NOTEBOOK_WORKDIR", str(tmp_path / "workdir"))
+    if data_dir is not None:
+        monkeypatch.setenv("TFDS_DATA_DIR", str(data_dir))
     client = nbclient.NotebookClient(
         nb, kernel_name="python3", timeout=CELL_TIMEOUT,
         resources={"metadata": {"path": str(path.parent)}})
@@ -99,8 +105,8 @@ def _text(cell) -> str:
 @pytest.mark.notebook
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, monkeypatch, tmp_path):
-    _execute(path, monkeypatch, tmp_path)
+def test_notebook_runs(path, monkeypatch, tmp_path, shared_data_dir):
+    _execute(path, monkeypatch, tmp_path, shared_data_dir)
 
 
 def test_transformer_skips_without_its_data(monkeypatch, tmp_path):
