@@ -3,6 +3,7 @@
     python -m experiments.<name> --workdir=DIR [--preset=P]
         [--config.KEY=VALUE ...] [--mode=train|eval|sample|<task's own>]
         [--num_samples=N] [--prompt=TEXT] [--max_new_tokens=N] [--flagfile=F]
+        [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
     python -m experiments --config=experiments/<name>.py:P --workdir=DIR ...
     python -m experiments --config=<name>:P --workdir=DIR ...
 
@@ -15,11 +16,19 @@ key, type-checked against the recipe. ``--prompt`` and ``--max_new_tokens``
 (text experiments) set ``config.sample.prompt`` and
 ``config.sample.max_new_tokens``.
 
+Several processes (hosts): ``--coordinator_address``, ``--num_processes``
+and ``--process_id`` are ``jax.distributed.initialize``'s own arguments;
+without them, a cluster JAX detects by itself (Cloud TPU pod, SLURM, Open
+MPI, Kubernetes) starts the multi-process runtime, and one process needs
+nothing (``genjax.distributed``).
+
 Usage mistakes (unknown experiment, flag, preset or config key; a value of the
 wrong type; a batch the devices do not divide) print one line naming the bad
 value and the valid choices, exit with code 2, and write nothing. Problems
 found later (a missing or corrupt data file, no usable checkpoint) print one
-line and exit with code 1; nothing already written is lost.
+line and exit with code 1; nothing already written is lost. SIGTERM or
+SIGINT during training saves a checkpoint at the next step boundary, prints
+how to resume and exits with 128 + the signal's number (143, 130).
 """
 
 from __future__ import annotations
@@ -32,15 +41,20 @@ from absl import flags
 from ml_collections import config_flags
 
 from genjax import config as config_lib
+from genjax import distributed
 from genjax import registry
 
 MODES = ("train", "eval", "sample")  # plus the task's own (modes.available_modes)
 USAGE = ("usage: python -m experiments.{name} --workdir=DIR [--preset=P] "
          "[--config.KEY=VALUE ...] [--mode=MODE] [--num_samples=N] "
-         "[--prompt=TEXT] [--max_new_tokens=N] [--flagfile=FILE]")
+         "[--prompt=TEXT] [--max_new_tokens=N] [--flagfile=FILE] "
+         "[--coordinator_address=HOST:PORT --num_processes=N --process_id=I]")
 # Flags that are spellings of config keys (text experiments' sampling).
 CONFIG_FLAGS = {"prompt": "sample.prompt", "max_new_tokens": "sample.max_new_tokens"}
-PLAIN_FLAGS = ("workdir", "preset", "mode", "num_samples") + tuple(CONFIG_FLAGS)
+# jax.distributed.initialize's arguments (genjax.distributed.FLAGS).
+DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id")
+PLAIN_FLAGS = (("workdir", "preset", "mode", "num_samples") + tuple(CONFIG_FLAGS)
+               + DISTRIBUTED_FLAGS)
 
 
 class UsageError(ValueError):
@@ -59,6 +73,11 @@ def _flag_values() -> flags.FlagValues:
         "num_samples": "--mode=sample: how many samples",
         "prompt": "text experiments: config.sample.prompt",
         "max_new_tokens": "text experiments: config.sample.max_new_tokens",
+        "coordinator_address": "several processes: process 0's HOST:PORT "
+                               "(jax.distributed.initialize)",
+        "num_processes": "several processes: how many (jax.distributed.initialize)",
+        "process_id": "several processes: this one's index, 0 to "
+                      "num_processes - 1 (jax.distributed.initialize)",
     }
     for name in PLAIN_FLAGS:
         flags.DEFINE_string(name, None, help_text[name], flag_values=fv)
@@ -123,7 +142,8 @@ def parse_args(argv: list[str]) -> tuple[dict, list[tuple[str, str]]]:
         raise UsageError(
             f"unknown flag --{e.flagname}; valid: --workdir, --preset, --mode, "
             "--num_samples, --prompt, --max_new_tokens, --flagfile, --config, "
-            "--config.KEY") from None
+            "--config.KEY, --coordinator_address, --num_processes, "
+            "--process_id") from None
     except flags.Error as e:
         message = str(e).strip().splitlines()[0]
         raise UsageError(message) from None
@@ -268,6 +288,9 @@ def run(experiment_name: str | None, argv: list[str]) -> int:
                 raise UsageError(f"--num_samples={num_samples} must be positive")
         config = build_config(experiment, preset, overrides, flags)
         step_lib.split_host_cpu(config.get("cpu_devices", 0))
+        distributed.initialize(**_distributed_flags(flags))
+        if not distributed.is_chief():  # Process 0 speaks for the run.
+            logging.getLogger("genjax").setLevel(logging.WARNING)
         loop.validate(config)
     except (UsageError, config_lib.ConfigError, KeyError, ValueError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
@@ -289,7 +312,25 @@ def run(experiment_name: str | None, argv: list[str]) -> int:
             loop.TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except loop.Preempted as e:  # A checkpoint was saved: not an error.
+        print(f"genjax: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
+
+
+def _distributed_flags(flags_: dict) -> dict:
+    """``--coordinator_address``, ``--num_processes``, ``--process_id`` as
+    ``genjax.distributed.initialize``'s arguments."""
+    out = {"coordinator_address": flags_.get("coordinator_address")}
+    for name in ("num_processes", "process_id"):
+        value = flags_.get(name)
+        if value is not None:
+            try:
+                value = int(value)
+            except ValueError:
+                raise UsageError(f"--{name}={value}: expected an int") from None
+        out[name] = value
+    return out
 
 
 def main(experiment_name: str) -> None:

@@ -8,9 +8,11 @@ batch moves a metric.
 
 from __future__ import annotations
 
+import json
+
 import chex
 import pytest
-from conftest import MAKE_TASK, short_config
+from conftest import MAKE_TASK, run_python, short_config
 
 from genjax.train import evaluation, modes
 
@@ -48,3 +50,64 @@ def test_eval_metrics_depend_on_the_seed(short_run):
     reference = _final_eval(workdir, 120)
     assert other["eval/neg_elbo"] != pytest.approx(reference["eval/neg_elbo"],
                                                    rel=1e-7)
+
+
+_DEVICE_COUNTS = (1, 2, 3, 4, 8)
+_PRIME_SPLIT = 127
+
+# Run with 8 CPU devices: each experiment's smoke preset, its test split cut
+# to a prime number of examples, evaluated at its initial parameters on
+# meshes of 1, 2, 3, 4 and 8 of the devices, with an eval batch (50) that
+# neither the split nor most of the device counts divide.
+_ON_DEVICE_COUNTS = f"""
+import dataclasses, json, sys
+import jax
+from experiments import ddpm_toy2d, vae_digits
+from genjax import data as data_lib
+from genjax.train import evaluation, run as run_lib
+
+def cut(dataset, n):
+    test = {{k: v[:n] for k, v in dataset.splits["test"].items()}}
+    return dataclasses.replace(dataset, splits=dict(dataset.splits, test=test))
+
+out = {{}}
+for module in (vae_digits, ddpm_toy2d):
+    config = module.get_config("smoke")
+    config.train.batch_size = 48  # Only training needs a batch the devices divide.
+    config.eval.batch_size = 50
+    dataset = cut(data_lib.load_dataset(config.data), {_PRIME_SPLIT})
+    for k in {_DEVICE_COUNTS}:
+        run = run_lib.build(config, sys.argv[1], module.EXPERIMENT.make_task,
+                            dataset=dataset, devices=jax.devices()[:k])
+        params = run.task.inference_params(run.init_state_fn(), config.eval.use_ema)
+        metrics = evaluation.run_eval(run, params, final=True)
+        out.setdefault(module.EXPERIMENT.name, {{}})[k] = {{
+            name: v for name, v in metrics.items() if not name.endswith("seconds")}}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_eval_is_exact_on_any_device_count(tmp_path):
+    """Every eval metric (the ELBO and IWAE bound, the diffusion loss and
+    bits/dim bound, the sample-quality statistics of both samplers) is the
+    same on 1, 2, 3, 4 and 8 devices, on a split of a prime size."""
+    proc = run_python(["-c", _ON_DEVICE_COUNTS, str(tmp_path)], devices=8,
+                      timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(results) == {"vae_digits", "ddpm_toy2d"}
+    expected = {
+        "vae_digits": {"eval/neg_elbo", "eval/nll_iwae", "eval/kl"},
+        "ddpm_toy2d": {"eval/loss", "eval/bound_nll_bound", "eval/energy_distance",
+                       "eval/energy_distance_floor", "eval/ddpm/energy_distance",
+                       "eval/class_kl"}}
+    for name, by_count in results.items():
+        reference = by_count["1"]
+        assert expected[name] <= set(reference), (name, sorted(reference))
+        for count in map(str, _DEVICE_COUNTS[1:]):
+            assert set(by_count[count]) == set(reference), (name, count)
+            for key, value in reference.items():
+                assert by_count[count][key] == pytest.approx(
+                    value, rel=1e-4, abs=1e-6), (name, count, key)

@@ -1,10 +1,10 @@
 """The training loop end to end on vae_digits: outputs, determinism, devices,
-kill and resume, damaged checkpoints, divergence.
+leftover and damaged checkpoints, divergence.
 
 Most runs are in-process ``train_and_evaluate`` calls on one CPU device with
 the 20-step ``SHORT`` config (checkpoints at 10 and 20). Runs on 8 simulated
 CPU devices happen in one subprocess (the device count is fixed when JAX
-starts); the kill test SIGKILLs a real training process.
+starts). Killed and interrupted runs: test_interrupt.py.
 """
 
 from __future__ import annotations
@@ -13,26 +13,20 @@ import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from genjax import cli, registry
 from genjax.train import checkpoint as ckpt_lib
 from genjax.train import loop
 from genjax.train import step as step_lib
 
-from conftest import (DAMAGED_CHECKPOINT_MARKS, REPO, SHORT,
+from conftest import (DAMAGED_CHECKPOINT_MARKS, SHORT,
                       assert_one_error_line,
                       assert_trees_bitwise_equal, leaves_with_paths, read_json,
                       read_jsonl, restore_latest, run_cli, run_python,
-                      short_config, subprocess_env, train)
+                      short_config, train)
 
 SHORT_FLAGS = [f"--config.{k}={v}" for k, v in SHORT.items()]
 
@@ -329,79 +323,7 @@ def test_eight_device_checkpoint_resumes_on_one(short_run, eight_devices,
 
 
 # --------------------------------------------------------------------------
-# Kill and resume.
-
-KILL_OVERRIDES = [("train.num_steps", "400"), ("train.log_every", "10"),
-                  ("train.checkpoint_every", "50"), ("train.eval_every", "200")]
-
-
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, caplog):
-    config = cli.build_config(registry.get("vae_digits"), "smoke", KILL_OVERRIDES)
-    killed, full = tmp_path / "killed", tmp_path / "full"
-    checkpoints = killed / "checkpoints"
-    log_path = tmp_path / "killed.log"
-    with open(log_path, "w", encoding="utf-8") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "experiments.vae_digits", f"--workdir={killed}",
-             "--preset=smoke", *[f"--config.{k}={v}" for k, v in KILL_OVERRIDES]],
-            cwd=REPO, env=subprocess_env(1), stdout=log_file,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    seen: list[list[str]] = []
-
-    def kill_after_first_checkpoint():
-        deadline = time.monotonic() + 300
-        while proc.poll() is None and time.monotonic() < deadline:
-            steps = ([d for d in os.listdir(checkpoints) if d.isdigit()]
-                     if checkpoints.is_dir() else [])
-            if steps:
-                proc.send_signal(signal.SIGKILL)
-                seen.append(steps)
-                return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_after_first_checkpoint)
-    killer.start()
-    try:
-        # The uninterrupted reference trains meanwhile, in this process.
-        train(config, full)
-    finally:
-        killer.join()
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    log_text = log_path.read_text(encoding="utf-8")
-    assert proc.returncode == -signal.SIGKILL, log_text
-    assert seen, log_text
-    assert not (killed / "eval.json").exists()  # it really was interrupted
-    steps_at_kill = ckpt_lib.Checkpointer(str(killed)).steps()
-    assert steps_at_kill and steps_at_kill[-1] < 400
-    # The command line built the same config as this test did.
-    assert read_json(killed / "config.json") == json.loads(config.to_json())
-
-    # A save that was killed half-way leaves an orbax temporary directory
-    # (simulated here, after the real step, with partial contents).
-    tmp_dir = checkpoints / f"{steps_at_kill[-1] + 50}.orbax-checkpoint-tmp-1712345678"
-    (tmp_dir / "state").mkdir(parents=True)
-    (tmp_dir / "state" / "_METADATA").write_text("{\"tree_metad", encoding="utf-8")
-
-    with caplog.at_level(logging.INFO, logger="genjax"):
-        train(config, killed)
-    assert f"resuming from step {steps_at_kill[-1]}" in caplog.text
-
-    got = (killed / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    want = (full / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(got) == len(want) == 40 + 2
-    for i, (a, b) in enumerate(zip(got, want)):
-        assert a == b, f"line {i + 1} differs"
-    assert without_seconds(read_json(killed / "eval.json")) == without_seconds(
-        read_json(full / "eval.json"))
-    assert ckpt_lib.Checkpointer(str(killed)).steps() == [300, 350, 400]
-    assert ckpt_lib.Checkpointer(str(full)).steps() == [300, 350, 400]
-    step_a, state_a, data_a = restore_latest(config, killed)
-    step_b, state_b, data_b = restore_latest(config, full)
-    assert step_a == step_b == 400 and data_a == data_b
-    assert_trees_bitwise_equal(state_a, state_b)
-
+# Kill and resume (SIGKILL, SIGTERM and SIGINT: test_interrupt.py).
 
 def test_leftover_tmp_checkpoint_is_not_a_step(short_run, copy_workdir):
     """A temporary directory of the newest step does not shadow the real one."""

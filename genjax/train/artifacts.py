@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
 
+from genjax.distributed import is_chief
 from genjax.evaluate import images as image_lib
 
 
-def is_chief() -> bool:
-    """True on the process that writes files (process 0)."""
-    return jax.process_index() == 0
 
 
 def write_text(path: str, text: str) -> None:

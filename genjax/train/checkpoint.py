@@ -47,6 +47,8 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from genjax import distributed
+
 log = logging.getLogger("genjax")
 
 ITEMS = ("state", "data", "config")
@@ -272,13 +274,14 @@ class Checkpointer:
         """Moves step ``step`` into ``checkpoints_damaged/``; returns where."""
         src = os.path.join(self.directory, str(step))
         dst = os.path.join(self.damaged_dir, str(step))
-        if jax.process_index() == 0 and os.path.isdir(src):
+        if distributed.is_chief() and os.path.isdir(src):
             os.makedirs(self.damaged_dir, exist_ok=True)
             suffix = 0
             while os.path.exists(dst):
                 suffix += 1
                 dst = os.path.join(self.damaged_dir, f"{step}.{suffix}")
             shutil.move(src, dst)
+        distributed.barrier("move_aside")  # No process reads it after this.
         # The manager caches the steps it saw: reopen it on next use.
         self.close()
         return dst

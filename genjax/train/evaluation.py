@@ -34,10 +34,32 @@ def _local_rows(arrays):
     return jax.tree.map(cut, arrays)
 
 
+def pad_to_devices(batch, mask, index, num_devices: int):
+    """``(batch, mask, index)`` with rows appended (copies of row 0, mask 0)
+    until ``num_devices`` divides them, so that any eval batch size shards
+    over any number of devices; the padding counts for nothing."""
+    pad = -len(mask) % num_devices
+    if not pad:
+        return batch, mask, index
+
+    def grow(x):
+        return np.concatenate([x, np.repeat(x[:1], pad, axis=0)])
+
+    return (jax.tree.map(grow, batch),
+            np.concatenate([mask, np.zeros(pad, mask.dtype)]), grow(index))
+
+
 def eval_pass(run: Run, params, name: str, eval_fn: Callable, batches,
               key) -> dict[str, float]:
     """``eval_fn``'s per-example values averaged over ``batches``
-    (``(batch, mask)`` pairs in split order); ``eval/...`` keys."""
+    (``(batch, mask)`` pairs in split order); ``eval/...`` keys.
+
+    Exact on any number of devices and processes: each batch is padded to a
+    multiple of the device count (``pad_to_devices``), every example's
+    randomness comes from the key of its index in the split, and the masked
+    sums are divided once, so the metrics depend neither on
+    ``eval.batch_size`` nor on the device count. Every process walks the
+    same batches, so all take part in the same collectives."""
     if ("eval", name) not in run.compiled:
         run.compiled["eval", name] = step_lib.make_eval_step(eval_fn, run.mesh)
     eval_step = run.compiled["eval", name]
@@ -47,6 +69,8 @@ def eval_pass(run: Run, params, name: str, eval_fn: Callable, batches,
         size = len(mask)
         index = np.arange(offset, offset + size, dtype=np.int32)
         offset += size
+        batch, mask, index = pad_to_devices(batch, np.asarray(mask), index,
+                                            run.mesh.devices.size)
         batch, mask, index = _local_rows((batch, mask, index))
         sums = eval_step(params, step_lib.to_global(batch, run.mesh),
                          step_lib.to_global(mask, run.mesh),

@@ -27,6 +27,7 @@ import numpy as np
 from genjax import config as config_lib
 from genjax.train import artifacts
 from genjax.train import evaluation
+from genjax.train import preemption
 from genjax.train import step as step_lib
 from genjax.train.modes import evaluate, format_scalars, run_mode, sample
 from genjax.train.run import (Run, build, data_seed, make_step,
@@ -36,6 +37,7 @@ from genjax.train.writers import MetricWriter, Progress
 log = logging.getLogger("genjax")
 
 run_eval = evaluation.run_eval
+Preempted = preemption.Preempted
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,9 +47,10 @@ class TrainingDiverged(RuntimeError):
 def write_figures(run: Run, params, step: int, writer: MetricWriter | None,
                   tag: str) -> list[str]:
     """The task's rendering of ``config.sample.num_samples`` samples and its
-    figures, under ``samples/`` (``<name>_<tag>.png`` or ``.txt``)."""
-    if not artifacts.is_chief():
-        return []
+    figures, under ``samples/`` (``<name>_<tag>.png`` or ``.txt``).
+
+    Every process draws and computes (the computations span every device),
+    and process 0 alone writes."""
     samples = evaluation.draw(run, params, run.config.sample.num_samples)
     rendered = dict(run.task.render_samples(samples, run.dataset))
     rendered.update(artifacts.figures_of(run.task, params, run.dataset,
@@ -78,7 +81,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     else:
         start, state, data_state = restored
         iterator.set_state(data_state)
-        log.info("resuming from step %d in %s", start, workdir)
+        log.info("resuming from step %d in %s on %d device(s)", start, workdir,
+                 run.mesh.devices.size)
 
     writer = MetricWriter(workdir, resume_step=start if restored else None)
     train_step = make_step(run)
@@ -87,40 +91,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     progress = Progress(start, t.num_steps, t.log_every)
     pending: list[dict] = []
     final_metrics: dict[str, float] = {}
+    watcher = preemption.Watcher()
     try:
-        for step in range(start + 1, t.num_steps + 1):
-            batch = step_lib.to_global(next(iterator), run.mesh)
-            state, metrics = train_step(state, batch)
-            if sync:
-                jax.block_until_ready(metrics)
-            pending.append(metrics)
-            progress.update(step)
-            is_last = step == t.num_steps
-            save_now = step % t.checkpoint_every == 0 or is_last
-            if step % t.log_every == 0 or save_now:
-                # Flushed at checkpoint steps too, so a resumed run logs
-                # exactly the rows an uninterrupted one does.
-                host = jax.device_get(pending)
-                pending = []
-                # Checked before any save, so a diverged state never
-                # replaces the last good checkpoint.
-                problem, advice = _divergence(run.task, host, step)
-                if problem:
-                    raise TrainingDiverged(_with_checkpoint_note(
-                        problem, advice, run.checkpointer.latest_step()))
-                scalars = _mean_metrics(host)
-                writer.write_scalars(step, scalars)
-                progress.log(step, {k: scalars[f"train/{k}"]
-                                    for k in run.task.progress_keys})
-            if step % t.eval_every == 0 and not is_last:
-                params = run.task.inference_params(state, config.eval.use_ema)
-                scalars = run_eval(run, params, final=False)
-                writer.write_scalars(step, without_timings(scalars))
-                log.info("step %d  %s", step, format_scalars(scalars))
-                write_figures(run, params, step, writer, f"step{step:07d}")
-            if save_now:
-                run.checkpointer.save(step, state, iterator.get_state(),
-                                      config_dict)
+        with watcher:
+            for step in range(start + 1, t.num_steps + 1):
+                batch = step_lib.to_global(next(iterator), run.mesh)
+                state, metrics = train_step(state, batch)
+                if sync:
+                    jax.block_until_ready(metrics)
+                pending.append(metrics)
+                progress.update(step)
+                is_last = step == t.num_steps
+                stop = watcher.should_stop(step) and not is_last
+                save_now = step % t.checkpoint_every == 0 or is_last or stop
+                _log_and_check(run, writer, progress, pending, step,
+                               flush=step % t.log_every == 0 or save_now)
+                if step % t.eval_every == 0 and not is_last and not stop:
+                    params = run.task.inference_params(state, config.eval.use_ema)
+                    scalars = run_eval(run, params, final=False)
+                    writer.write_scalars(step, without_timings(scalars))
+                    log.info("step %d  %s", step, format_scalars(scalars))
+                    write_figures(run, params, step, writer, f"step{step:07d}")
+                if save_now:
+                    run.checkpointer.save(step, state, iterator.get_state(),
+                                          config_dict)
+                if stop:
+                    raise preemption.Preempted(step, watcher.signum, workdir)
         progress.close()
         params = run.task.inference_params(state, config.eval.use_ema)
         t0 = time.perf_counter()
@@ -137,6 +133,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         writer.close()
         run.checkpointer.close()
     return final_metrics
+
+
+def _log_and_check(run: Run, writer: MetricWriter, progress: Progress,
+                   pending: list, step: int, *, flush: bool) -> None:
+    """With ``flush``, the per-step metrics since the last flush (``pending``,
+    emptied) are fetched, checked for divergence, averaged and logged as the
+    row of ``step``.
+
+    The loop flushes at log steps, and at checkpoint steps too, so that a
+    resumed run logs exactly the rows an uninterrupted one does (a run
+    stopped by a signal flushes at the step it stops at). The check comes
+    before any save, so a diverged state never replaces the last good
+    checkpoint.
+    """
+    if not flush:
+        return
+    host = jax.device_get(pending)
+    pending.clear()
+    problem, advice = _divergence(run.task, host, step)
+    if problem:
+        raise TrainingDiverged(_with_checkpoint_note(
+            problem, advice, run.checkpointer.latest_step()))
+    scalars = _mean_metrics(host)
+    writer.write_scalars(step, scalars)
+    progress.log(step, {k: scalars[f"train/{k}"] for k in run.task.progress_keys})
 
 
 def without_timings(scalars: dict[str, float]) -> dict[str, float]:
@@ -185,4 +206,4 @@ def _with_checkpoint_note(problem: str, advice: str, latest: int | None) -> str:
 
 __all__ = ["train_and_evaluate", "evaluate", "sample", "run_mode", "run_eval",
            "build", "validate", "make_step", "make_train_iterator",
-           "TrainingDiverged", "data_seed", "without_timings", "write_figures"]
+           "TrainingDiverged", "Preempted", "data_seed", "without_timings", "write_figures"]

@@ -18,6 +18,7 @@ import numpy as np
 
 from genjax import config as config_lib
 from genjax import data as data_lib
+from genjax import distributed
 from genjax.evaluate import sample_quality
 from genjax.train import checkpoint as ckpt_lib
 from genjax.train import step as step_lib
@@ -59,8 +60,9 @@ class Run:
         return jax.jit(step_lib.under_mesh(fn, self.mesh), **kwargs)
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks that need no data or devices beyond counting them.
+def validate(config: ml_collections.ConfigDict, devices=None) -> None:
+    """Checks that need no data or devices beyond counting them (``devices``,
+    or all of them).
 
     Raises ConfigError with an actionable one-line message. Called before the
     workdir is created, so a bad config writes nothing.
@@ -83,14 +85,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise config_lib.ConfigError(
             f"train.grad_accum_steps={accum} must be a positive divisor of "
             f"train.batch_size={t.batch_size}")
-    mesh = step_lib.make_mesh()
+    mesh = step_lib.make_mesh(devices)
     step_lib.check_batch_divides(t.batch_size, "train.batch_size", mesh)
     if accum > 1:
         step_lib.check_batch_divides(
             t.batch_size // accum,
             f"train.batch_size / train.grad_accum_steps (the micro-batch, "
             f"{t.batch_size}/{accum})", mesh)
-    step_lib.check_batch_divides(config.eval.batch_size, "eval.batch_size", mesh)
+    if config.eval.batch_size <= 0:
+        raise config_lib.ConfigError(
+            f"eval.batch_size={config.eval.batch_size} must be positive")
+    # The eval batch need not divide the devices: evaluation pads it
+    # (``evaluation.pad_to_devices``) and masks the padding.
 
 
 def check_data(config: ml_collections.ConfigDict, dataset) -> None:
@@ -111,7 +117,7 @@ def check_data(config: ml_collections.ConfigDict, dataset) -> None:
 
 
 def build(config: ml_collections.ConfigDict, workdir: str,
-          make_task: Callable, dataset=None) -> Run:
+          make_task: Callable, dataset=None, devices=None) -> Run:
     """Loads the data, checks it (``check_data``) and builds the task,
     optimiser and state shapes.
 
@@ -119,12 +125,18 @@ def build(config: ml_collections.ConfigDict, workdir: str,
     notebook or a test gets the preset's devices as the command line does.
     ``dataset``, if given, is used instead of loading ``config.data`` (e.g.
     a text dataset's vocabulary read back from a checkpoint, for sampling).
+    ``devices``, if given, are the devices of the run's mesh instead of all
+    of them (e.g. one device of several, or a subset to compare with).
     """
     step_lib.split_host_cpu(config.get("cpu_devices", 0))
-    validate(config)
-    mesh = step_lib.make_mesh()
+    validate(config, devices)
+    mesh = step_lib.make_mesh(devices)
+    distributed.check_same_config(config_lib.to_dict(config))
     if dataset is None:
-        dataset = data_lib.load_dataset(config.data)
+        # Process 0 first: it prepares what is missing on disk (a TFDS
+        # dataset from manual_dir); the others then read it.
+        dataset = distributed.chief_first(
+            lambda: data_lib.load_dataset(config.data), "load_dataset")
     check_data(config, dataset)
     try:
         task = make_task(config, dataset)

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from genjax.distributed import is_chief
+
 log = logging.getLogger("genjax")
 
 
@@ -22,7 +24,7 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str, *, resume_step: int | None = None):
-        self._active = _is_chief()
+        self._active = is_chief()
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._tb = None
         if not self._active:
@@ -108,11 +110,6 @@ def _truncate_after(path: str, step: int) -> None:
     os.replace(tmp, path)
 
 
-def _is_chief() -> bool:
-    import jax  # pylint: disable=import-outside-toplevel
-    return jax.process_index() == 0
-
-
 class Progress:
     """A tqdm bar on a terminal; plain log lines every ``log_every`` otherwise."""
 
@@ -120,7 +117,7 @@ class Progress:
         self._start, self._total, self._log_every = start, total, log_every
         self._t0 = time.perf_counter()
         self._bar = None
-        if sys.stderr.isatty() and _is_chief():
+        if sys.stderr.isatty() and is_chief():
             from tqdm import tqdm  # pylint: disable=import-outside-toplevel
             self._bar = tqdm(total=total, initial=start, unit="step",
                              dynamic_ncols=True)

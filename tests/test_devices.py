@@ -1,0 +1,85 @@
+"""Every registered experiment and preset on 8 simulated devices.
+
+One subprocess with 8 CPU devices runs ``genjax.tools.devices``: the smoke
+presets train and evaluate end to end (without the sample-quality protocol,
+whose domain classifiers' training does not depend on the devices), but the
+diffusion models' on images, which build their input pipeline and compile
+their train step (their U-Net trains and evaluates on 8 devices in
+test_diffusion.py); the cpu and paper presets build their input pipeline and
+lower their train step with its shardings (compiling them all takes minutes
+here: ``python -m genjax.tools.devices`` does it). A global batch that 8
+devices do not divide must fail with the one-line error naming the nearest
+batch sizes that work; every other preset must start.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genjax import registry
+
+from conftest import run_python
+
+
+@pytest.fixture(scope="module")
+def matrix(shared_data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("devices")
+    proc = run_python(
+        ["-m", "genjax.tools.devices", "--json", "--train=smoke",
+         "--lower_only=cpu,paper", f"--workdir={workdir}",
+         # Their U-Net smoke runs on several devices: test_diffusion.py.
+         "--compile=ddpm_mnist:smoke,ddpm_cifar10:smoke",
+         # The domain classifiers' training does not depend on the devices
+         # and costs a minute here; the protocol on several devices is
+         # tested by test_eval_exact.py and the families' own tests.
+         "--config.eval.sample_quality.num_samples=0",
+         "--config.eval.sample_quality.num_samples_during_training=0"],
+        devices=8, timeout=900, env={"TFDS_DATA_DIR": str(shared_data_dir)})
+    rows = [json.loads(line) for line in proc.stdout.splitlines()
+            if line.startswith("{")]
+    return proc, {(r["experiment"], r["preset"]): r for r in rows}, workdir
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_every_experiment_and_preset_starts_on_eight_devices(matrix):
+    proc, rows, _ = matrix
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    expected = {(name, preset) for name, exp in registry.load_all().items()
+                for preset in exp.presets}
+    assert set(rows) == expected
+    for key, row in rows.items():
+        assert row["devices"] == 8, key
+        batch = row["batch"]
+        if batch % 8:
+            # e.g. a paper's batch of 100: one line naming 96 and 104.
+            lo = batch - batch % 8
+            assert row["status"] == "config error", (key, row)
+            assert f"train.batch_size={batch}" in row["error"], row
+            assert "8 devices" in row["error"] and f"{max(lo, 8)} or {lo + 8}" in row["error"]
+        else:
+            assert row["status"] == "ok", (key, row)
+            if row["mode"] != "train":
+                assert row["per_device_batch"] * 8 == batch, (key, row)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_smoke_presets_train_and_evaluate_on_eight_devices(matrix):
+    _, rows, workdir = matrix
+    smoke = {k: r for k, r in rows.items() if k[1] == "smoke" and
+             k[0] not in ("ddpm_mnist", "ddpm_cifar10")}
+    assert smoke and all(r["mode"] == "train" for r in smoke.values())
+    for key, row in smoke.items():
+        assert row["status"] == "ok" and row["finite"], (key, row)
+        assert (workdir / f"{key[0]}_smoke" / "eval.json").is_file(), key
+    # The 32x32 colour paths: the CIFAR-10 experiments' smoke presets train on
+    # synthetic colour shapes, and their other presets, on CIFAR-10's stand-in
+    # (no download here), compile.
+    assert rows["dcgan_cifar10", "cpu"]["stand_in"] == "shapes32"
+    grid = workdir / "dcgan_cifar10_smoke" / "samples" / "samples_final.png"
+    assert np.asarray(Image.open(grid)).shape[-1] == 3  # colour samples
