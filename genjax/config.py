@@ -45,6 +45,15 @@ def base_config(*, data_name: str) -> ml_collections.ConfigDict:
     # CPU hosts only: split the CPU into this many JAX devices, 0 = JAX's
     # default (see genjax.train.step.split_host_cpu).
     config.cpu_devices = 0
+    # The device mesh: data x fsdp (genjax.train.step.make_mesh). fsdp = 1
+    # is pure data parallelism (every device holds the whole state); fsdp =
+    # k shards each parameter and its optimiser state over k devices along
+    # its largest dimension that k divides (arrays of fewer than
+    # fsdp_min_size elements stay whole), and the batch is split over all
+    # devices either way.
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.fsdp = 1
+    config.mesh.fsdp_min_size = 2 ** 14
     config.data = ml_collections.ConfigDict()
     config.data.name = data_name
     # None means TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).

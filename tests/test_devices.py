@@ -2,10 +2,10 @@
 
 One subprocess with 8 CPU devices runs ``genjax.tools.devices``: the smoke
 presets train and evaluate end to end (without the sample-quality protocol,
-whose domain classifiers' training does not depend on the devices), but the
-diffusion models' on images, which build their input pipeline and compile
-their train step (their U-Net trains and evaluates on 8 devices in
-test_diffusion.py); the cpu and paper presets build their input pipeline and
+whose domain classifiers' training does not depend on the devices), but
+those whose model already does so on 8 devices in its family's test
+(``COVERED``), which build their input pipeline and lower their train
+step; the cpu and paper presets build their input pipeline and
 lower their train step with its shardings (compiling them all takes minutes
 here: ``python -m genjax.tools.devices`` does it). A global batch that 8
 devices do not divide must fail with the one-line error naming the nearest
@@ -24,15 +24,23 @@ from genjax import registry
 
 from conftest import run_python
 
+# Smoke presets whose model trains and evaluates on 8 devices in its family's
+# test (the U-Net on digits, the DCGAN on digits, the GPT, the VAE on digits).
+COVERED = ("ddpm_mnist", "ddpm_cifar10", "dcgan_mnist", "gpt_shakespeare_char",
+           "vae_digits")
+
 
 @pytest.fixture(scope="module")
 def matrix(shared_data_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("devices")
     proc = run_python(
         ["-m", "genjax.tools.devices", "--json", "--train=smoke",
-         "--lower_only=cpu,paper", f"--workdir={workdir}",
-         # Their U-Net smoke runs on several devices: test_diffusion.py.
-         "--compile=ddpm_mnist:smoke,ddpm_cifar10:smoke",
+         f"--workdir={workdir}",
+         # These smoke runs' models and code paths compile, train and
+         # evaluate on 8 devices in their own tests (test_diffusion,
+         # test_gan, test_lm, test_train); here they are lowered.
+         "--lower_only=" + ",".join(
+             ["cpu", "paper"] + [f"{name}:smoke" for name in COVERED]),
          # The domain classifiers' training does not depend on the devices
          # and costs a minute here; the protocol on several devices is
          # tested by test_eval_exact.py and the families' own tests.
@@ -72,7 +80,7 @@ def test_every_experiment_and_preset_starts_on_eight_devices(matrix):
 def test_smoke_presets_train_and_evaluate_on_eight_devices(matrix):
     _, rows, workdir = matrix
     smoke = {k: r for k, r in rows.items() if k[1] == "smoke" and
-             k[0] not in ("ddpm_mnist", "ddpm_cifar10")}
+             k[0] not in COVERED}
     assert smoke and all(r["mode"] == "train" for r in smoke.values())
     for key, row in smoke.items():
         assert row["status"] == "ok" and row["finite"], (key, row)

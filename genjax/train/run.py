@@ -39,6 +39,8 @@ class Run:
     config: ml_collections.ConfigDict
     workdir: str
     mesh: Any
+    # The train state's shardings (replicated, or along ``fsdp``).
+    state_sharding: Any
     dataset: data_lib.Dataset
     task: Any
     optimizer: Any
@@ -85,7 +87,7 @@ def validate(config: ml_collections.ConfigDict, devices=None) -> None:
         raise config_lib.ConfigError(
             f"train.grad_accum_steps={accum} must be a positive divisor of "
             f"train.batch_size={t.batch_size}")
-    mesh = step_lib.make_mesh(devices)
+    mesh = step_lib.mesh_of(config, devices)
     step_lib.check_batch_divides(t.batch_size, "train.batch_size", mesh)
     if accum > 1:
         step_lib.check_batch_divides(
@@ -130,7 +132,7 @@ def build(config: ml_collections.ConfigDict, workdir: str,
     """
     step_lib.split_host_cpu(config.get("cpu_devices", 0))
     validate(config, devices)
-    mesh = step_lib.make_mesh(devices)
+    mesh = step_lib.mesh_of(config, devices)
     distributed.check_same_config(config_lib.to_dict(config))
     if dataset is None:
         # Process 0 first: it prepares what is missing on disk (a TFDS
@@ -157,16 +159,18 @@ def build(config: ml_collections.ConfigDict, workdir: str,
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise config_lib.ConfigError(
             f"{config.data.name}: {first} (check the --config overrides)") from e
-    repl = step_lib.replicated(mesh)
+    shardings = step_lib.state_shardings(
+        abstract, mesh, config.get("mesh", {}).get("fsdp_min_size", 2 ** 14))
     init_state_fn = jax.jit(step_lib.under_mesh(init_state, mesh),
-                            out_shardings=repl)
+                            out_shardings=shardings)
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract, shardings)
     checkpointer = ckpt_lib.Checkpointer(
         workdir, config.train.keep_checkpoints,
         allow_fresh_start=config.train.get("allow_fresh_start", False))
-    return Run(config, workdir, mesh, dataset, task, optimizer, schedule,
-               abstract, init_state_fn, checkpointer)
+    return Run(config, workdir, mesh, shardings, dataset, task, optimizer,
+               schedule, abstract, init_state_fn, checkpointer)
 
 
 def make_train_iterator(run: Run):
@@ -179,7 +183,8 @@ def make_train_iterator(run: Run):
 def make_step(run: Run):
     """The jitted, data-parallel train step of ``run``'s task."""
     return step_lib.make_update_step(run.task.make_update(run.optimizer),
-                                     run.mesh, schedule=run.schedule)
+                                     run.mesh, schedule=run.schedule,
+                                     state_sharding=run.state_sharding)
 
 
 def restore(run: Run):

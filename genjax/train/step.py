@@ -1,8 +1,12 @@
 """The step factory: any pure objective -> one jitted, data-parallel step.
 
-Data parallelism is expressed with ``jax.jit`` over a one-axis mesh of every
-device: the batch is sharded on the ``data`` axis with ``NamedSharding``, the
-state is replicated, and XLA inserts the gradient all-reduce. This is what the
+Parallelism is expressed with ``jax.jit`` over a mesh of every device with
+two axes, ``data`` x ``fsdp`` (``config.mesh.fsdp``, 1 by default): the batch
+is sharded over both axes with ``NamedSharding``; the state is replicated
+(``fsdp = 1``, pure data parallelism) or each large array of it is sharded
+along ``fsdp`` (``state_shardings``, big_vision's rule), and XLA inserts the
+gradient all-reduce (and, with ``fsdp``, the all-gathers of the parameters
+and the reduce-scatters of their gradients). This is what the
 design card calls the "pmapped" step, in the current API (``jax.pmap`` is in
 maintenance mode); the same code runs on 1 CPU, 8 simulated CPUs, and GPU or
 TPU hosts.
@@ -24,16 +28,74 @@ from genjax.config import ConfigError
 from genjax.train.state import TrainState
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+# The batch is split over every device: both mesh axes.
+BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 
 # Purposes for ``fold_in`` on the root key: one independent stream each.
 PURPOSE = {"init": 0, "train": 1, "eval": 2, "sample": 3, "figures": 4,
            "sample_quality": 5}
 
 
-def make_mesh(devices=None) -> Mesh:
-    """A one-axis mesh over all devices (all hosts' devices on multi-host)."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
+def make_mesh(devices=None, fsdp: int = 1) -> Mesh:
+    """A ``data`` x ``fsdp`` mesh over ``devices`` (default: all devices of
+    all hosts), with ``fsdp`` devices along the second axis.
+
+    Raises:
+      ConfigError: ``fsdp`` does not divide the number of devices.
+    """
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    n = devices.size
+    if isinstance(fsdp, bool) or not isinstance(fsdp, (int, np.integer)) or (
+            fsdp < 1 or n % fsdp):
+        valid = [d for d in range(1, n + 1) if n % d == 0]
+        raise ConfigError(f"mesh.fsdp={fsdp} must divide the {n} devices; "
+                          f"use one of {valid}")
+    return Mesh(devices.reshape(n // int(fsdp), int(fsdp)), BATCH_AXES)
+
+
+def mesh_of(config, devices=None) -> Mesh:
+    """``make_mesh`` with the config's ``mesh.fsdp``."""
+    return make_mesh(devices, fsdp=config.get("mesh", {}).get("fsdp", 1))
+
+
+def state_shardings(abstract_state, mesh: Mesh, min_size: int = 2 ** 14):
+    """The sharding of every array of ``abstract_state`` (shapes suffice).
+
+    With an ``fsdp`` axis of size k > 1, an array of at least ``min_size``
+    elements is split k ways along its largest dimension that k divides
+    (big_vision's FSDP rule); smaller arrays, and those no dimension of
+    which k divides, are replicated. Parameters, their optimiser moments and
+    their EMA copy have the same shapes, so they are sharded alike.
+    """
+    k = mesh.shape[FSDP_AXIS] if FSDP_AXIS in mesh.axis_names else 1
+    repl = replicated(mesh)
+
+    def rule(x):
+        shape = tuple(getattr(x, "shape", ()))
+        if k == 1 or not shape or int(np.prod(shape)) < min_size:
+            return repl
+        for dim in sorted(range(len(shape)), key=lambda d: (-shape[d], d)):
+            if shape[dim] % k == 0:
+                spec = [None] * len(shape)
+                spec[dim] = FSDP_AXIS
+                return NamedSharding(mesh, P(*spec))
+        return repl
+
+    return jax.tree.map(rule, abstract_state)
+
+
+def bytes_per_device(tree) -> int:
+    """The bytes of ``tree``'s arrays (or ShapeDtypeStructs with shardings)
+    that each device holds (shards are even, so every device holds as much)."""
+    total = 0
+    for x in jax.tree.leaves(tree):
+        shape = tuple(x.shape)
+        sharding = getattr(x, "sharding", None)
+        if sharding is not None:
+            shape = tuple(sharding.shard_shape(shape))
+        total += int(np.prod(shape)) * np.dtype(x.dtype).itemsize
+    return total
 
 
 _FORCE_FLAG = "--xla_force_host_platform_device_count"
@@ -101,9 +163,14 @@ def steps_must_sync(mesh: Mesh) -> bool:
         d.platform == "cpu" for d in mesh.devices.flat)
 
 
+def batch_axes(mesh) -> tuple[str, ...]:
+    """The mesh axes the batch is split over (those of ``BATCH_AXES`` it has)."""
+    return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+
+
 def data_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over the ``data`` axis."""
-    return NamedSharding(mesh, P(DATA_AXIS))
+    """Leading (batch) axis split over every device (``data`` and ``fsdp``)."""
+    return NamedSharding(mesh, P(batch_axes(mesh)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -139,12 +206,13 @@ def shard_batch_axis(x: jax.Array) -> jax.Array:
     leading axis, it returns ``x`` unchanged.
     """
     mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty or DATA_AXIS not in mesh.axis_names:
+    axes = () if mesh.empty else batch_axes(mesh)
+    if not axes:
         return x
     # A batch the devices do not divide (a sampler's odd chunk) stays whole.
-    if x.ndim == 0 or x.shape[0] % mesh.shape[DATA_AXIS]:
+    if x.ndim == 0 or x.shape[0] % int(np.prod([mesh.shape[a] for a in axes])):
         return x
-    return jax.lax.with_sharding_constraint(x, P(DATA_AXIS))
+    return jax.lax.with_sharding_constraint(x, P(axes))
 
 
 def root_key(seed: int, purpose: str) -> jax.Array:
@@ -250,7 +318,8 @@ def gradient_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
 
 
 def make_update_step(update_fn: Callable, mesh: Mesh, *,
-                     schedule: optax.Schedule | None = None) -> Callable:
+                     schedule: optax.Schedule | None = None,
+                     state_sharding=None) -> Callable:
     """Any update rule -> ``step(state, batch) -> (state, metrics)``, jitted.
 
     This is the part every family shares: the step's key is derived from the
@@ -266,6 +335,8 @@ def make_update_step(update_fn: Callable, mesh: Mesh, *,
         touch ``state.step``.
       mesh: from ``make_mesh``.
       schedule: the learning-rate schedule, logged as ``learning_rate``.
+      state_sharding: the state's shardings (``state_shardings``), or None
+        for a replicated state.
     """
     def step(state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -275,10 +346,11 @@ def make_update_step(update_fn: Callable, mesh: Mesh, *,
             metrics["learning_rate"] = schedule(state.step)
         return new_state.replace(step=state.step + 1), metrics
 
+    state_sharding = replicated(mesh) if state_sharding is None else state_sharding
     return jax.jit(
         under_mesh(step, mesh),
-        in_shardings=(replicated(mesh), data_sharding(mesh)),
-        out_shardings=(replicated(mesh), replicated(mesh)),
+        in_shardings=(state_sharding, data_sharding(mesh)),
+        out_shardings=(state_sharding, replicated(mesh)),
         donate_argnums=(0,),
     )
 
@@ -319,10 +391,6 @@ def make_eval_step(eval_fn: Callable, mesh: Mesh) -> Callable:
         sums["count"] = jnp.sum(mask)
         return sums
 
-    return jax.jit(
-        under_mesh(eval_step, mesh),
-        in_shardings=(replicated(mesh), data_sharding(mesh),
-                      data_sharding(mesh), data_sharding(mesh),
-                      replicated(mesh)),
-        out_shardings=replicated(mesh),
-    )
+    # The parameters keep the shardings they come with (replicated, or
+    # sharded along ``fsdp``); the batch, mask and index arrive sharded.
+    return jax.jit(under_mesh(eval_step, mesh), out_shardings=replicated(mesh))
