@@ -1,5 +1,6 @@
 """Several processes with JAX's own runtime: 2 local CPU processes x 2
-devices each train and evaluate exactly as 1 process x 4 devices does.
+devices each train and evaluate exactly as 1 process x 4 devices does, and
+stop together when one of them gets SIGTERM.
 
 The processes find each other through ``--coordinator_address``,
 ``--num_processes`` and ``--process_id`` (``jax.distributed.initialize``'s
@@ -10,9 +11,11 @@ Every wait has a timeout, so a hang fails the test instead of CI.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -164,3 +167,46 @@ def test_two_process_checkpoint_resumes_on_one_device(runs, tmp_path):
         for key in want:
             np.testing.assert_allclose(row[key], want[key], rtol=2e-5, atol=1e-6,
                                        err_msg=f"{key} at step {want['step']}")
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+    """JAX's preemption service: a SIGTERM that reaches one host only (as a
+    maintenance event may) makes every process save the same step and exit
+    with 143."""
+    workdir = tmp_path / "wd"
+    port = _free_port()
+    flags = ["--config.train.num_steps=100000", "--config.train.log_every=10",
+             "--config.train.checkpoint_every=100000",
+             "--config.train.eval_every=100000"]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "experiments.vae_digits", f"--workdir={workdir}",
+         "--preset=smoke", *flags, f"--coordinator_address=localhost:{port}",
+         "--num_processes=2", f"--process_id={i}"],
+        cwd=REPO, env=subprocess_env(2), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        for i in range(2)]
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        metrics = workdir / "metrics.jsonl"
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGTERM)
+        results = _finish(procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    lines = []
+    for code, _, stderr in results:
+        assert code == 128 + signal.SIGTERM, stderr[-3000:]
+        mine = [line for line in stderr.splitlines() if line.startswith("genjax:")]
+        assert len(mine) == 1 and "stopped by SIGTERM after step" in mine[0], stderr[-3000:]
+        lines.append(mine[0])
+    assert lines[0] == lines[1]  # The same step on both.
+    stopped = int(lines[0].split("after step ")[1].split()[0])
+    assert stopped >= 50
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(stopped)]
