@@ -51,10 +51,8 @@ USAGE = ("usage: python -m experiments.{name} --workdir=DIR [--preset=P] "
          "[--coordinator_address=HOST:PORT --num_processes=N --process_id=I]")
 # Flags that are spellings of config keys (text experiments' sampling).
 CONFIG_FLAGS = {"prompt": "sample.prompt", "max_new_tokens": "sample.max_new_tokens"}
-# jax.distributed.initialize's arguments (genjax.distributed.FLAGS).
-DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id")
 PLAIN_FLAGS = (("workdir", "preset", "mode", "num_samples") + tuple(CONFIG_FLAGS)
-               + DISTRIBUTED_FLAGS)
+               + distributed.FLAGS)  # jax.distributed.initialize's arguments
 
 
 class UsageError(ValueError):

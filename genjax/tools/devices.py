@@ -15,8 +15,8 @@ the preset's global batch, without taking a step. Presets named in
 are trained and evaluated end to end instead (``train_and_evaluate``, into
 ``--workdir``). Each of these lists names presets (``smoke``) or one
 experiment's preset (``ddpm_mnist:smoke``), which wins over a plain preset;
-``--compile`` forces the default. ``--config.KEY=VALUE`` overrides apply to every preset that
-has the key (e.g.
+``--compile`` forces the default. ``--config.KEY=VALUE`` overrides apply to
+every preset that has the key (e.g.
 ``--config.eval.sample_quality.num_samples=0`` to train and evaluate without
 the sample-quality protocol's domain classifiers). A global batch the
 devices do not divide is reported with the one-line error a run gives,

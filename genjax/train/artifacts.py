@@ -17,8 +17,6 @@ from genjax.distributed import is_chief
 from genjax.evaluate import images as image_lib
 
 
-
-
 def write_text(path: str, text: str) -> None:
     """Writes ``text`` atomically (a temporary file, then a rename)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -159,8 +159,8 @@ def build(config: ml_collections.ConfigDict, workdir: str,
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise config_lib.ConfigError(
             f"{config.data.name}: {first} (check the --config overrides)") from e
-    shardings = step_lib.state_shardings(
-        abstract, mesh, config.get("mesh", {}).get("fsdp_min_size", 2 ** 14))
+    shardings = step_lib.state_shardings(abstract, mesh,
+                                         min_size=config.mesh.fsdp_min_size)
     init_state_fn = jax.jit(step_lib.under_mesh(init_state, mesh),
                             out_shardings=shardings)
     abstract = jax.tree.map(

@@ -56,10 +56,10 @@ def make_mesh(devices=None, fsdp: int = 1) -> Mesh:
 
 def mesh_of(config, devices=None) -> Mesh:
     """``make_mesh`` with the config's ``mesh.fsdp``."""
-    return make_mesh(devices, fsdp=config.get("mesh", {}).get("fsdp", 1))
+    return make_mesh(devices, fsdp=config.mesh.fsdp)
 
 
-def state_shardings(abstract_state, mesh: Mesh, min_size: int = 2 ** 14):
+def state_shardings(abstract_state, mesh: Mesh, *, min_size: int):
     """The sharding of every array of ``abstract_state`` (shapes suffice).
 
     With an ``fsdp`` axis of size k > 1, an array of at least ``min_size``
