@@ -91,8 +91,9 @@ class Task(abc.ABC):
         return {}
 
     def summarize_eval(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Metrics derived from the averaged ``eval/...`` ones (e.g. perplexity,
-        which is a function of the mean loss, not a mean itself)."""
+        """Metrics derived from the averaged ``eval/...`` ones and the
+        sample-quality metrics (e.g. perplexity, which is a function of the
+        mean loss, not a mean itself; the best of several samplers)."""
         return metrics
 
     def render_samples(self, samples, dataset) -> dict:

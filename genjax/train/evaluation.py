@@ -96,7 +96,6 @@ def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
             run, params, name,
             lambda p, b, r, name=name: task.extra_eval_fn(name, p, b, r),
             task.extra_eval_batches(name, run.dataset, batch_size), key))
-    metrics = task.summarize_eval(metrics)
     protocol = run.config.eval.get("sample_quality")
     if protocol is not None:
         n = (protocol.num_samples if final
@@ -104,7 +103,7 @@ def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
         if n > 0:
             metrics.update(sample_quality_metrics(run, params, protocol, n,
                                                   final=final))
-    return metrics
+    return task.summarize_eval(metrics)
 
 
 def sample_quality_metrics(run: Run, params, protocol, num_samples: int, *,
