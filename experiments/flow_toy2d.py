@@ -80,7 +80,62 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=flow.FlowTask,
-    results=(),
+    results=(
+        registry.Result(
+            preset="cpu",
+            summary="eight_gaussians, spline couplings",
+            metrics={"eval/nll": 1.000, "eval/energy_distance": 0.0021,
+                     "eval/energy_distance_floor": 0.0012, "eval/classes_hit": 8,
+                     "eval/class_kl": 0.0021},
+            units={"eval/nll": "nats/point", "eval/class_kl": "nats"},
+            command="python -m experiments.flow_toy2d --workdir=/tmp/flow_toy2d",
+            date="2026-12-06", host="2-core CPU", wall_time="45.8 s",
+            notes="5,000 steps of 256; 8 spline couplings (8 bins on [-4, 4], "
+                  "64-unit networks of 2 layers), each after an ActNorm. "
+                  "`eval/nll` is the exact test NLL in nats per standardised "
+                  "point over the 10,000 test points (the mixture's entropy is "
+                  "about 0.986); 2,000 samples "
+                  "against 2,000 test points. With "
+                  "`--config.model.coupling=affine` (RealNVP's couplings, the "
+                  "same network): "
+                  "`eval/nll` 1.220, `eval/energy_distance` 0.0025, 8 modes hit, class KL 0.0054, in 17 to 18 s."),
+        registry.Result(
+            preset="cpu",
+            summary="two_moons, spline couplings",
+            metrics={"eval/nll": 1.681, "eval/energy_distance": 0.0039,
+                     "eval/energy_distance_floor": 0.0024, "eval/classes_hit": 2,
+                     "eval/class_kl": 0.0005},
+            units={"eval/nll": "nats/point", "eval/class_kl": "nats"},
+            command="python -m experiments.flow_toy2d --workdir=/tmp/flow_toy2d "
+                    "--config.data.name=two_moons",
+            date="2026-12-06", host="2-core CPU", wall_time="45.0 s",
+            notes="5,000 steps of 256; 8 spline couplings (8 bins on [-4, 4], "
+                  "64-unit networks of 2 layers), each after an ActNorm. "
+                  "`eval/nll` is the exact test NLL in nats per standardised "
+                  "point over the 10,000 test points; 2,000 samples "
+                  "against 2,000 test points. With "
+                  "`--config.model.coupling=affine` (RealNVP's couplings, the "
+                  "same network): "
+                  "`eval/nll` 1.692, `eval/energy_distance` 0.0057, both moons hit, in 17 to 18 s."),
+        registry.Result(
+            preset="cpu",
+            summary="checkerboard, spline couplings",
+            metrics={"eval/nll": 1.844, "eval/energy_distance": 0.0022,
+                     "eval/energy_distance_floor": 0.0007},
+            units={"eval/nll": "nats/point"},
+            command="python -m experiments.flow_toy2d --workdir=/tmp/flow_toy2d "
+                    "--config.data.name=checkerboard",
+            date="2026-12-06", host="2-core CPU", wall_time="46.9 s",
+            notes="5,000 steps of 256; 8 spline couplings (8 bins on [-4, 4], "
+                  "64-unit networks of 2 layers), each after an ActNorm. "
+                  "`eval/nll` is the exact test NLL in nats per standardised "
+                  "point over the 10,000 test points (the distribution's "
+                  "entropy is 1.794); 2,000 samples "
+                  "against 2,000 test points. With "
+                  "`--config.model.coupling=affine` (RealNVP's couplings, the "
+                  "same network): "
+                  "`eval/nll` 1.957, `eval/energy_distance` 0.0023, in 17 to 18 s."),
+    ),
 ))
 
 if __name__ == "__main__":

@@ -88,7 +88,42 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=flow.FlowTask,
-    results=(),
+    results=(
+        registry.Result(
+            preset="cpu",
+            metrics={"eval/bits_per_dim": 1.299, "eval/bits_per_dim_iw": 1.282,
+                     "eval/classifier_score": 4.37, "eval/classifier_score_data": 9.64,
+                     "eval/classes_hit": 10, "eval/class_kl": 0.200,
+                     "eval/fd": 166.2, "eval/fd_floor": 1.19,
+                     "eval/kid": 94.0, "eval/kid_floor": 0.17,
+                     "eval/best_temperature": 0.6,
+                     "eval/t0.6/fd": 130.5, "eval/t0.6/classifier_score": 4.55,
+                     "eval/t0.8/fd": 133.8, "eval/t0.8/classifier_score": 4.68,
+                     "steps_per_second": 3.0, "sample_seconds_per_1000": 1.68},
+            units={"eval/bits_per_dim": "bits/dim", "eval/bits_per_dim_iw": "bits/dim",
+                   "eval/class_kl": "nats", "sample_seconds_per_1000": "s"},
+            command="python -m experiments.realnvp_mnist --preset=cpu --workdir=/tmp/realnvp_mnist "
+                    "--config.data.manual_dir=../shared/data/mnist",
+            date="2026-12-06", host="2-core CPU", wall_time="13 min 21 s",
+            notes="2,000 steps of 64 (2.1 epochs); a RealNVP of 123,612 "
+                  "parameters: 2 scales (3 checkerboard couplings, squeeze, 3 "
+                  "channel couplings, factor out half; then 4 checkerboard "
+                  "couplings), each coupling's network 32 channels with one "
+                  "residual block, ActNorm before every coupling, logit alpha "
+                  "1e-6. `eval/bits_per_dim` is the exact likelihood of one "
+                  "uniform dequantisation of each of the 10,000 test images; "
+                  "`eval/bits_per_dim_iw` the importance-weighted bound over 4 "
+                  "draws. 10,000 samples at temperature 1 (`eval/...`), 0.8 and "
+                  "0.6 (the best by FD: `eval/best_temperature`) against the "
+                  "test images (floor: 10,000 training images held out of the "
+                  "domain classifier's training). `steps_per_second` from the "
+                  "training log; `sample_seconds_per_1000` (one inverse pass, "
+                  "compiled ahead) and a 297.3 ms step (15.9% MFU of a measured "
+                  "344.0 GFLOP/s matmul peak, a busy host) from `python -m "
+                  "genjax.tools.benchmark realnvp_mnist --preset=cpu "
+                  "--config.data.manual_dir=../shared/data/mnist "
+                  "--sampling=1000`. Test bits/dim was 1.333 at step 1,000."),
+    ),
 ))
 
 if __name__ == "__main__":

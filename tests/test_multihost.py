@@ -210,3 +210,25 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
     stopped = int(lines[0].split("after step ")[1].split()[0])
     assert stopped >= 50
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == [str(stopped)]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_processes_with_different_configs_stop_with_one_line(tmp_path):
+    """Two processes started with different --config overrides would compile
+    different programs and hang in their first collective; instead both stop
+    at start-up, before writing anything, with one line naming the fix."""
+    workdir = tmp_path / "wd"
+    port = _free_port()
+    procs = [_start(workdir, 2, [f"--coordinator_address=localhost:{port}",
+                                 "--num_processes=2", f"--process_id={i}",
+                                 f"--config.seed={i}"])
+             for i in range(2)]
+    for code, _, stderr in _finish(procs):
+        assert code == 2, stderr[-3000:]
+        lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1, stderr[-3000:]
+        assert "do not run the same config" in lines[0]
+        assert "same flags and --config overrides" in lines[0]
+    assert not (workdir / "checkpoints").exists()
+    assert not (workdir / "metrics.jsonl").exists()
