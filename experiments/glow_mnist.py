@@ -42,6 +42,9 @@ def get_config(preset: str = "cpu"):
         config.train.batch_size = 32
         config.train.warmup_steps = 5
         config_lib.smoke_schedule(config)
+        # One evaluation, at the end: a pass over MNIST's 10,000 test images
+        # costs more than the 20 steps (the digits test evaluates mid-run).
+        config.train.eval_every = 20
         config.eval.temperatures = (0.7,)
         q = config.eval.sample_quality
         q.num_samples, q.batch_size, q.kid_subset_size = 100, 100, 50
