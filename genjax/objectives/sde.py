@@ -1,0 +1,147 @@
+"""Score SDEs in continuous time (Song et al. 2021, "Score-Based Generative
+Modeling through Stochastic Differential Equations"), as pure functions.
+
+A forward SDE ``dx = f(x, t) dt + g(t) dw`` on ``t in [0, 1]`` turns data
+into noise; its perturbation kernel is Gaussian,
+
+    x_t = mean(t) * x_0 + std(t) * z,    z ~ N(0, I),
+
+so a network ``s(x, t)`` trained by denoising score matching on ``x_t``
+estimates the score ``grad_x log p_t(x)`` at every noise level. Three SDEs:
+
+- ``ve`` (variance exploding, NCSN's noise levels in continuous time):
+  ``f = 0``, ``std(t) = sigma_min (sigma_max / sigma_min)^t``,
+  ``g(t) = std(t) sqrt(2 ln(sigma_max / sigma_min))``; prior
+  ``N(0, sigma_max^2 I)``.
+- ``vp`` (variance preserving, DDPM's continuous limit): ``beta(t) =
+  beta_min + t (beta_max - beta_min)``, ``f = -beta(t) x / 2``, ``g =
+  sqrt(beta(t))``, ``mean(t) = exp(-int_0^t beta / 2)``, ``std(t)^2 = 1 -
+  mean(t)^2``; prior ``N(0, I)``.
+- ``subvp``: the drift of ``vp`` with ``g(t)^2 = beta(t) (1 -
+  exp(-2 int_0^t beta))``, whose ``std(t) = 1 - mean(t)^2`` is below
+  ``vp``'s at every ``t`` (Song et al., eq. 29).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+KINDS = ("ve", "vp", "subvp")
+
+
+@dataclasses.dataclass(frozen=True)
+class SDE:
+    """One of the three SDEs with its constants (Song et al.'s defaults)."""
+
+    kind: str = "vp"
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown SDE {self.kind!r}; valid: {', '.join(KINDS)}")
+        if not 0.0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, "
+                             f"{self.sigma_max}")
+        if not 0.0 < self.beta_min < self.beta_max:
+            raise ValueError(f"need 0 < beta_min < beta_max, got {self.beta_min}, "
+                             f"{self.beta_max}")
+
+    # ------------------------------------------------------------------
+    # Coefficients, elementwise in ``t`` (any shape).
+
+    def _log_mean(self, t):
+        """``-int_0^t beta(s) ds / 2`` (``vp`` and ``subvp``)."""
+        return -0.25 * t * t * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def marginal(self, t):
+        """``(mean(t), std(t))`` of the perturbation kernel ``p(x_t | x_0)``."""
+        if self.kind == "ve":
+            std = self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+            return jnp.ones_like(std), std
+        log_mean = self._log_mean(t)
+        mean = jnp.exp(log_mean)
+        if self.kind == "vp":
+            return mean, jnp.sqrt(-jnp.expm1(2.0 * log_mean))
+        return mean, -jnp.expm1(2.0 * log_mean)
+
+    def drift_coefficient(self, t):
+        """``a(t)`` with ``f(x, t) = a(t) x`` (every SDE here is linear in x)."""
+        if self.kind == "ve":
+            return jnp.zeros_like(t)
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t):
+        """``g(t)``."""
+        if self.kind == "ve":
+            _, std = self.marginal(t)
+            return std * math.sqrt(2.0 * math.log(self.sigma_max / self.sigma_min))
+        beta = self.beta(t)
+        if self.kind == "vp":
+            return jnp.sqrt(beta)
+        return jnp.sqrt(beta * -jnp.expm1(4.0 * self._log_mean(t)))
+
+    # ------------------------------------------------------------------
+    # The prior at t = 1.
+
+    def prior_std(self) -> float:
+        return self.sigma_max if self.kind == "ve" else 1.0
+
+    def prior_sample(self, rng, shape):
+        return self.prior_std() * jax.random.normal(rng, shape)
+
+    def prior_log_prob(self, z):
+        """``log N(z; 0, prior_std^2 I)`` per example, ``[B, ...] -> [B]``."""
+        s = self.prior_std()
+        flat = z.reshape(z.shape[0], -1)
+        d = flat.shape[1]
+        return (-0.5 * jnp.sum(flat * flat, axis=1) / (s * s)
+                - d * (math.log(s) + 0.5 * math.log(2.0 * math.pi)))
+
+
+def _per_example(t, x):
+    """``t [B]`` -> ``[B, 1, ...]`` to broadcast against ``x [B, ...]``."""
+    return t.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def perturb(sde: SDE, x0, t, noise):
+    """``x_t = mean(t) x_0 + std(t) z`` for per-example times ``t [B]``."""
+    mean, std = sde.marginal(t)
+    return _per_example(mean, x0) * x0 + _per_example(std, x0) * noise
+
+
+def dsm_loss(score_fn, sde: SDE, x0, rng, *, eps: float = 1e-5,
+             likelihood_weighting: bool = False):
+    """Denoising score matching over a continuum of noise levels, per example.
+
+    ``t ~ U[eps, 1]``, ``x_t = mean x_0 + std z``; the score of the kernel is
+    ``-z / std``. With the weighting ``lambda(t) = std(t)^2`` (Song et al.,
+    eq. 7, the default) the loss is ``||std s(x_t, t) + z||^2``, of the same
+    scale at every t; ``likelihood_weighting`` uses ``lambda = g(t)^2``
+    (Song et al. 2021b), which bounds the negative log-likelihood.
+    ``score_fn(x, t)`` takes ``t [B]``. Returns ``[B]`` (summed over
+    dimensions).
+    """
+    t_rng, z_rng = jax.random.split(rng)
+    b = x0.shape[0]
+    t = jax.random.uniform(t_rng, (b,), minval=eps, maxval=1.0)
+    z = jax.random.normal(z_rng, x0.shape, x0.dtype)
+    xt = perturb(sde, x0, t, z)
+    _, std = sde.marginal(t)
+    score = score_fn(xt, t)
+    std_b = _per_example(std, x0)
+    if likelihood_weighting:
+        g2 = _per_example(sde.diffusion(t) ** 2, x0)
+        residual = (score + z / std_b) ** 2 * g2
+    else:
+        residual = (std_b * score + z) ** 2
+    return residual.reshape(b, -1).sum(axis=1)
