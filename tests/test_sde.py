@@ -80,3 +80,30 @@ def test_dsm_is_minimised_by_the_true_score(kind, likelihood_weighting):
     best = loss(1.0)
     assert best < loss(0.8) and best < loss(1.2)
     assert np.isfinite(best)
+
+
+def _gaussian_score(sde, s0):
+    """The exact score of p_t when the data are N(0, s0^2 I)."""
+    def score(x, t):
+        mean, std = sde.marginal(t)
+        return -x / (mean * mean * s0 * s0 + std * std)[:, None]
+    return score
+
+
+@pytest.mark.parametrize("kind", sde_lib.KINDS)
+@pytest.mark.parametrize("sampler", ["reverse_sde", "probability_flow"])
+def test_samplers_with_the_exact_score_draw_the_data_distribution(kind, sampler):
+    sde, s0 = sde_lib.SDE(kind), 0.5
+    fn = {"reverse_sde": sde_lib.reverse_sde_sample,
+          "probability_flow": sde_lib.probability_flow_sample}[sampler]
+    run = jax.jit(lambda key: fn(_gaussian_score(sde, s0), sde, key, (8192, 2), 1000))
+    x, nfe = run(jax.random.key(0))
+    assert int(nfe) == 1000
+    assert bool(jnp.all(jnp.isfinite(x)))
+    np.testing.assert_allclose(jnp.std(x, axis=0), s0, rtol=0.05)
+    np.testing.assert_allclose(jnp.mean(x, axis=0), 0.0, atol=0.03)
+    # A wrong score (half the true one) does not: the test can fail.
+    wrong = jax.jit(lambda key: fn(lambda x, t: 0.5 * _gaussian_score(sde, s0)(x, t),
+                                   sde, key, (8192, 2), 1000))
+    x_wrong, _ = wrong(jax.random.key(0))
+    assert abs(float(jnp.std(x_wrong)) - s0) > 0.05

@@ -145,3 +145,65 @@ def dsm_loss(score_fn, sde: SDE, x0, rng, *, eps: float = 1e-5,
     else:
         residual = (std_b * score + z) ** 2
     return residual.reshape(b, -1).sum(axis=1)
+
+
+# ---------------------------------------------------------------------------
+# Fixed-step samplers, each one ``lax.scan`` from t = 1 down to t = eps.
+
+
+def _times(num_steps: int, eps: float):
+    """``num_steps + 1`` times from 1 down to ``eps``."""
+    return jnp.linspace(1.0, eps, num_steps + 1)
+
+
+def reverse_sde_sample(score_fn, sde: SDE, rng, shape, num_steps: int,
+                       eps: float = 1e-3):
+    """Euler-Maruyama on the reverse SDE ``dx = [f - g^2 s(x, t)] dt + g dw``
+    (Song et al., eq. 6), from the prior at t = 1 to t = eps; the last step
+    adds no noise. Returns ``(x, nfe)`` with ``nfe = num_steps`` score
+    evaluations."""
+    prior_rng, rng = jax.random.split(rng)
+    x = sde.prior_sample(prior_rng, shape)
+    times = _times(num_steps, eps)
+    keys = jax.random.split(rng, num_steps)
+    b = shape[0]
+
+    def step(x, inputs):
+        i, key = inputs
+        t, t_next = times[i], times[i + 1]
+        dt = t - t_next
+        tb = jnp.full((b,), t)
+        g = sde.diffusion(t)
+        drift = sde.drift_coefficient(t) * x - g * g * score_fn(x, tb)
+        mean = x - drift * dt
+        noise = jax.random.normal(key, x.shape, x.dtype)
+        last = i == num_steps - 1
+        return jnp.where(last, mean, mean + g * jnp.sqrt(dt) * noise), None
+
+    x, _ = jax.lax.scan(step, x, (jnp.arange(num_steps), keys))
+    return x, num_steps
+
+
+def probability_flow_drift(score_fn, sde: SDE, x, t):
+    """The probability-flow ODE's velocity ``dx/dt = f - g^2 s(x, t) / 2``
+    (Song et al., eq. 13); ``t`` per example ``[B]``."""
+    g = _per_example(sde.diffusion(t), x)
+    a = _per_example(sde.drift_coefficient(t), x)
+    return a * x - 0.5 * g * g * score_fn(x, t)
+
+
+def probability_flow_sample(score_fn, sde: SDE, rng, shape, num_steps: int,
+                            eps: float = 1e-3):
+    """Euler steps of the probability-flow ODE from the prior at t = 1 to
+    t = eps: deterministic given the prior draw. Returns ``(x, nfe)``."""
+    x = sde.prior_sample(rng, shape)
+    times = _times(num_steps, eps)
+    b = shape[0]
+
+    def step(x, i):
+        t, t_next = times[i], times[i + 1]
+        v = probability_flow_drift(score_fn, sde, x, jnp.full((b,), t))
+        return x - v * (t - t_next), None
+
+    x, _ = jax.lax.scan(step, x, jnp.arange(num_steps))
+    return x, num_steps
