@@ -107,3 +107,39 @@ def test_samplers_with_the_exact_score_draw_the_data_distribution(kind, sampler)
                                    sde, key, (8192, 2), 1000))
     x_wrong, _ = wrong(jax.random.key(0))
     assert abs(float(jnp.std(x_wrong)) - s0) > 0.05
+
+
+def test_hutchinson_mean_over_many_probes_is_the_exact_trace():
+    w = jax.random.normal(jax.random.key(0), (5, 5))
+
+    def fn(x):
+        return jnp.tanh(x @ w)
+
+    x = jax.random.normal(jax.random.key(1), (3, 5))
+    exact = sde_lib.divergence(fn, x)
+    by_jacobian = jnp.stack([jnp.trace(jax.jacfwd(lambda v: fn(v[None])[0])(xi)) for xi in x])
+    np.testing.assert_allclose(exact, by_jacobian, rtol=1e-5, atol=1e-5)
+    estimate = sde_lib.divergence(fn, x, jax.random.key(2), num_probes=20000)
+    np.testing.assert_allclose(estimate, exact, atol=0.05)
+    one_probe = sde_lib.divergence(fn, x, jax.random.key(3), num_probes=1)
+    assert float(jnp.max(jnp.abs(one_probe - exact))) > 1e-3  # a real estimate
+
+
+@pytest.mark.parametrize("kind", sde_lib.KINDS)
+@pytest.mark.parametrize("exact_trace", [True, False])
+def test_ode_likelihood_of_gaussian_data_is_the_analytic_density(kind, exact_trace):
+    """Data N(0, s0^2 I) with its closed-form score: the probability-flow
+    ODE's log-likelihood is log N(x; 0, s0^2 I), exactly with the trace and
+    on average with Hutchinson probes."""
+    sde, s0 = sde_lib.SDE(kind), 0.5
+    x = s0 * jax.random.normal(jax.random.key(0), (64, 3))
+    rng = None if exact_trace else jax.random.key(1)
+    log_p, nfe = jax.jit(lambda x: sde_lib.ode_log_likelihood(
+        _gaussian_score(sde, s0), sde, x, rng, num_steps=100, num_probes=4))(x)
+    want = jax.scipy.stats.norm.logpdf(x, 0.0, s0).sum(axis=1)
+    assert int(nfe) == 400
+    if exact_trace:
+        np.testing.assert_allclose(log_p, want, atol=0.02)
+    else:
+        np.testing.assert_allclose(jnp.mean(log_p), jnp.mean(want), atol=0.05)
+        assert float(jnp.std(log_p - want)) < 0.5
