@@ -96,15 +96,15 @@ def test_samplers_with_the_exact_score_draw_the_data_distribution(kind, sampler)
     sde, s0 = sde_lib.SDE(kind), 0.5
     fn = {"reverse_sde": sde_lib.reverse_sde_sample,
           "probability_flow": sde_lib.probability_flow_sample}[sampler]
-    run = jax.jit(lambda key: fn(_gaussian_score(sde, s0), sde, key, (8192, 2), 1000))
+    run = jax.jit(lambda key: fn(_gaussian_score(sde, s0), sde, key, (4096, 2), 500))
     x, nfe = run(jax.random.key(0))
-    assert int(nfe) == 1000
+    assert int(nfe) == 500
     assert bool(jnp.all(jnp.isfinite(x)))
     np.testing.assert_allclose(jnp.std(x, axis=0), s0, rtol=0.05)
     np.testing.assert_allclose(jnp.mean(x, axis=0), 0.0, atol=0.03)
     # A wrong score (half the true one) does not: the test can fail.
     wrong = jax.jit(lambda key: fn(lambda x, t: 0.5 * _gaussian_score(sde, s0)(x, t),
-                                   sde, key, (8192, 2), 1000))
+                                   sde, key, (4096, 2), 500))
     x_wrong, _ = wrong(jax.random.key(0))
     assert abs(float(jnp.std(x_wrong)) - s0) > 0.05
 
@@ -143,3 +143,39 @@ def test_ode_likelihood_of_gaussian_data_is_the_analytic_density(kind, exact_tra
     else:
         np.testing.assert_allclose(jnp.mean(log_p), jnp.mean(want), atol=0.05)
         assert float(jnp.std(log_p - want)) < 0.5
+
+
+@pytest.mark.parametrize("kind", sde_lib.KINDS)
+def test_predictor_corrector_with_the_exact_score_draws_the_data(kind):
+    # 256 dimensions: the corrector's step size comes from the norms of the
+    # noise and the score per example, which concentrate in many dimensions.
+    sde, s0 = sde_lib.SDE(kind), 0.5
+    x, nfe = jax.jit(lambda key: sde_lib.predictor_corrector_sample(
+        _gaussian_score(sde, s0), sde, key, (256, 128), 200))(jax.random.key(0))
+    assert int(nfe) == 400
+    np.testing.assert_allclose(jnp.std(x), s0, rtol=0.03)
+    np.testing.assert_allclose(jnp.mean(x), 0.0, atol=0.01)
+
+
+def test_annealed_langevin_with_the_exact_score_draws_the_data():
+    """NCSN's sampler: noise levels from 1 down to 0.1, the exact score of
+    N(0, s0^2) convolved with N(0, sigma^2); samples of std s0, and a wrong
+    score gives a wrong std."""
+    s0 = 0.5
+    sigmas = jnp.exp(jnp.linspace(jnp.log(1.0), jnp.log(0.1), 10))
+
+    def score(c):
+        return lambda x, sigma: -c * x / (s0 * s0 + sigma[:, None] ** 2)
+
+    def draw(c):
+        x, nfe = jax.jit(lambda key: sde_lib.annealed_langevin_sample(
+            score(c), sigmas, key, (8192, 2), steps_per_level=100,
+            step_lr=2e-3))(jax.random.key(0))
+        return x, int(nfe)
+
+    x, nfe = draw(1.0)
+    assert nfe == 1000
+    # The last level's target is N(0, s0^2 + 0.1^2).
+    np.testing.assert_allclose(jnp.std(x, axis=0), np.sqrt(s0 ** 2 + 0.01), rtol=0.05)
+    x_wrong, _ = draw(2.0)
+    assert abs(float(jnp.std(x_wrong)) - s0) > 0.05

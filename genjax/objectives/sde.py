@@ -279,3 +279,81 @@ def ode_log_likelihood(score_fn, sde: SDE, x, rng=None, *, num_steps: int = 100,
     (x1, div_integral), _ = jax.lax.scan(
         step, (x, jnp.zeros((b,), x.dtype)), (jnp.arange(num_steps), keys))
     return sde.prior_log_prob(x1) + div_integral, 4 * num_steps
+
+
+def predictor_corrector_sample(score_fn, sde: SDE, rng, shape, num_steps: int, *,
+                               snr: float = 0.16, corrector_steps: int = 1,
+                               eps: float = 1e-3):
+    """Predictor-corrector sampling (Song et al. 2021, algorithms 2 and 3):
+    each step is ``corrector_steps`` Langevin moves at the current time, with
+    the step size set by the signal-to-noise ratio ``snr``
+    (``2 alpha (snr ||z|| / ||s||)^2``, per example, so that a sample never
+    depends on its batch; the norms concentrate for images, while for a few
+    dimensions they are noisy), then one reverse-SDE
+    Euler-Maruyama step; the last step adds no noise. Returns ``(x, nfe)``,
+    ``nfe = num_steps * (1 + corrector_steps)``."""
+    prior_rng, rng = jax.random.split(rng)
+    x = sde.prior_sample(prior_rng, shape)
+    times = _times(num_steps, eps)
+    keys = jax.random.split(rng, num_steps * (corrector_steps + 1)).reshape(
+        num_steps, corrector_steps + 1)
+    b = shape[0]
+
+    def norm(v):
+        return jnp.sqrt(jnp.sum(v.reshape(b, -1) ** 2, axis=1))
+
+    def step(x, inputs):
+        i, ks = inputs
+        t, t_next = times[i], times[i + 1]
+        tb = jnp.full((b,), t)
+        # Langevin's alpha: 1 - beta(t) dt for the VP family, 1 for VE.
+        mean, _ = sde.marginal(t)
+        mean_next, _ = sde.marginal(t_next)
+        alpha = (mean_next / mean) ** 2 if sde.kind != "ve" else 1.0
+        for j in range(corrector_steps):
+            grad = score_fn(x, tb)
+            z = jax.random.normal(ks[j], x.shape, x.dtype)
+            step_size = 2.0 * alpha * (snr * norm(z) / jnp.maximum(norm(grad), 1e-12)) ** 2
+            step_size = _per_example(step_size, x)
+            x = x + step_size * grad + jnp.sqrt(2.0 * step_size) * z
+        dt = t - t_next
+        g = sde.diffusion(t)
+        drift = sde.drift_coefficient(t) * x - g * g * score_fn(x, tb)
+        mean_x = x - drift * dt
+        noise = jax.random.normal(ks[-1], x.shape, x.dtype)
+        last = i == num_steps - 1
+        return jnp.where(last, mean_x, mean_x + g * jnp.sqrt(dt) * noise), None
+
+    x, _ = jax.lax.scan(step, x, (jnp.arange(num_steps), keys))
+    return x, num_steps * (1 + corrector_steps)
+
+
+def annealed_langevin_sample(score_fn, sigmas, rng, shape, *, steps_per_level: int = 100,
+                             step_lr: float = 2e-5, init_scale: float = 1.0):
+    """NCSN's annealed Langevin dynamics (Song & Ermon 2019, algorithm 1):
+    for each noise level ``sigma_i`` (decreasing), ``steps_per_level`` moves
+    ``x += a_i s(x, sigma_i) + sqrt(2 a_i) z`` with ``a_i = step_lr
+    sigma_i^2 / sigma_L^2``. ``score_fn(x, sigma [B])``; starts from
+    ``U[-init_scale, init_scale]``. Returns ``(x, nfe)``."""
+    sigmas = jnp.asarray(sigmas)
+    init_rng, rng = jax.random.split(rng)
+    x = jax.random.uniform(init_rng, shape, minval=-init_scale, maxval=init_scale)
+    num_levels = sigmas.shape[0]
+    keys = jax.random.split(rng, num_levels * steps_per_level).reshape(
+        num_levels, steps_per_level)
+    b = shape[0]
+
+    def level(x, inputs):
+        sigma, ks = inputs
+        a = step_lr * (sigma / sigmas[-1]) ** 2
+        sb = jnp.full((b,), sigma)
+
+        def move(x, key):
+            z = jax.random.normal(key, x.shape, x.dtype)
+            return x + a * score_fn(x, sb) + jnp.sqrt(2.0 * a) * z, None
+
+        x, _ = jax.lax.scan(move, x, ks)
+        return x, None
+
+    x, _ = jax.lax.scan(level, x, (sigmas, keys))
+    return x, num_levels * steps_per_level
