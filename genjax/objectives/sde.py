@@ -244,25 +244,36 @@ def divergence(fn, x, rng=None, num_probes: int = 1):
 def ode_log_likelihood(score_fn, sde: SDE, x, rng=None, *, num_steps: int = 100,
                        num_probes: int = 1, eps: float = 1e-5):
     """``log p_eps(x)`` per example by the instantaneous change of variables
-    along the probability-flow ODE (Song et al. 2021, appendix D.2):
-    integrate ``dx/dt = v(x, t)``, ``d log p / dt = -div v`` from ``t = eps``
-    to 1 with ``num_steps`` fixed RK4 steps (jitted end to end), then
-    ``log p_eps(x) = log p_1(x_1) + int div v dt``. ``rng`` draws
-    Hutchinson probes for the divergence (``num_probes`` per evaluation,
-    fresh at every step); None takes the exact trace. Returns
-    ``(log_p [B], nfe)``; densities of continuous ``x`` (for 8-bit images,
-    dequantise first and add ``D ln 256``, see ``likelihood``)."""
+    along the probability-flow ODE (Song et al. 2021, appendix D.2), from
+    ``t = eps`` to 1 (``velocity_log_likelihood``). Returns ``(log_p [B],
+    nfe)``; densities of continuous ``x`` (for 8-bit images, dequantise
+    first and add ``D ln 256``, see ``likelihood``)."""
+    return velocity_log_likelihood(
+        lambda z, t: probability_flow_drift(score_fn, sde, z, t),
+        sde.prior_log_prob, x, eps, 1.0, rng, num_steps=num_steps,
+        num_probes=num_probes)
+
+
+def velocity_log_likelihood(velocity_fn, prior_log_prob, x, t_data: float,
+                            t_noise: float, rng=None, *, num_steps: int = 100,
+                            num_probes: int = 1):
+    """``log p(x)`` per example under the ODE ``dx/dt = velocity_fn(x, t)``
+    that carries data at ``t_data`` to the prior at ``t_noise`` (either
+    direction): ``log p(x) = log prior(x(t_noise)) + int_{t_data}^{t_noise}
+    div v dt``, by ``num_steps`` fixed RK4 steps in one ``lax.scan`` (jitted
+    end to end). ``rng`` draws Hutchinson probes for the divergence
+    (``num_probes`` per evaluation, fresh at every evaluation); None takes
+    the exact trace. Returns ``(log_p [B], nfe)``, ``nfe = 4 num_steps``."""
     b = x.shape[0]
-    times = jnp.linspace(eps, 1.0, num_steps + 1)
+    times = jnp.linspace(t_data, t_noise, num_steps + 1)
     keys = (jax.random.split(rng, num_steps * 4).reshape(num_steps, 4)
             if rng is not None else jnp.zeros((num_steps, 4)))
 
     def field(y, t, key):
         tb = jnp.full((b,), t)
-        v_fn = lambda z: probability_flow_drift(score_fn, sde, z, tb)  # noqa: E731
-        v = v_fn(y)
+        v_fn = lambda z: velocity_fn(z, tb)  # noqa: E731
         div = divergence(v_fn, y, key if rng is not None else None, num_probes)
-        return v, div
+        return v_fn(y), div
 
     def step(carry, inputs):
         y, total = carry
@@ -276,9 +287,9 @@ def ode_log_likelihood(score_fn, sde: SDE, x, rng=None, *, num_steps: int = 100,
         total = total + h / 6.0 * (d1 + 2.0 * d2 + 2.0 * d3 + d4)
         return (y, total), None
 
-    (x1, div_integral), _ = jax.lax.scan(
+    (end, div_integral), _ = jax.lax.scan(
         step, (x, jnp.zeros((b,), x.dtype)), (jnp.arange(num_steps), keys))
-    return sde.prior_log_prob(x1) + div_integral, 4 * num_steps
+    return prior_log_prob(end) + div_integral, 4 * num_steps
 
 
 def predictor_corrector_sample(score_fn, sde: SDE, rng, shape, num_steps: int, *,
@@ -357,3 +368,20 @@ def annealed_langevin_sample(score_fn, sigmas, rng, shape, *, steps_per_level: i
 
     x, _ = jax.lax.scan(level, x, (sigmas, keys))
     return x, num_levels * steps_per_level
+
+
+def sliced_score_matching_loss(score_fn, x, rng, *, num_projections: int = 1):
+    """Sliced score matching (Song et al. 2019), the variance-reduced form:
+    ``v^T (d s / dx) v + ||s(x)||^2 / 2`` per example with Gaussian
+    projections ``v``, one Jacobian-vector product each: no noise is added
+    to the data, so it fits the data's own score (``score_fn(x)``)."""
+    b = x.shape[0]
+    vs = jax.random.normal(rng, (num_projections,) + x.shape, x.dtype)
+    score = score_fn(x)
+
+    def one(v):
+        _, jv = jax.jvp(score_fn, (x,), (v,))
+        return jnp.sum((v * jv).reshape(b, -1), axis=1)
+
+    trace_term = jnp.mean(jax.lax.map(one, vs), axis=0)
+    return trace_term + 0.5 * jnp.sum(score.reshape(b, -1) ** 2, axis=1)
