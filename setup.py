@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.4",
     "tensorboardX>=2.6",
     "tqdm>=4.66",
+    # Adaptive ODE solvers (the probability-flow ODE and flow matching).
+    "diffrax>=0.7,<0.8",
 ]
 
 EXTRAS_REQUIRE = {
