@@ -415,16 +415,18 @@ class SplineCoupling(_Coupling):
         return y, sum_per_example(log_det * free)
 
 
-def make_coupling(kind: str, **kwargs) -> _Coupling:
-    """A coupling layer by name: ``affine``, ``additive`` or ``spline``."""
-    if kind == "affine":
-        return AffineCoupling(**{k: v for k, v in kwargs.items() if k != "num_bins"})
-    if kind == "additive":
-        kwargs.pop("num_bins", None)
-        return AffineCoupling(additive=True, **kwargs)
+def make_coupling(kind: str, *, mask: str, parity: int, hidden: int, num_blocks: int,
+                  num_bins: int, spline_bound: float, scale_bound: float,
+                  name: str) -> _Coupling:
+    """A coupling layer by name: ``affine``, ``additive`` or ``spline``;
+    each takes the keys that concern it."""
+    common = dict(mask=mask, parity=parity, hidden=hidden, num_blocks=num_blocks,
+                  name=name)
+    if kind in ("affine", "additive"):
+        return AffineCoupling(additive=kind == "additive", scale_bound=scale_bound,
+                              **common)
     if kind == "spline":
-        kwargs.pop("scale_bound", None)
-        return SplineCoupling(**kwargs)
+        return SplineCoupling(num_bins=num_bins, bound=spline_bound, **common)
     raise ValueError(f"unknown coupling {kind!r}; valid: {', '.join(COUPLINGS)}")
 
 
@@ -522,8 +524,7 @@ class MultiScaleFlow(nn.Module):
                 return make_coupling(
                     self.coupling, mask=mask, parity=parity, hidden=self.hidden,
                     num_blocks=self.num_blocks, num_bins=self.num_bins,
-                    scale_bound=self.scale_bound,
-                    **({"bound": self.spline_bound} if self.coupling == "spline" else {}),
+                    spline_bound=self.spline_bound, scale_bound=self.scale_bound,
                     name=f"coupling_{idx}")
 
             if self.architecture == "realnvp":
@@ -626,8 +627,7 @@ class PointFlow(nn.Module):
             layers.append(make_coupling(
                 self.coupling, mask="vector", parity=i % 2, hidden=self.hidden,
                 num_blocks=self.num_hidden_layers, num_bins=self.num_bins,
-                scale_bound=self.scale_bound,
-                **({"bound": self.spline_bound} if self.coupling == "spline" else {}),
+                spline_bound=self.spline_bound, scale_bound=self.scale_bound,
                 name=f"coupling_{i}"))
         self.chain = Chain(layers)
 
