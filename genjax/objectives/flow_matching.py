@@ -13,21 +13,16 @@ change of variables as the score SDE's probability-flow ODE
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
+from genjax.models.flows import standard_normal_log_prob
 from genjax.objectives import sde as sde_lib
-
-
-def _per_example(t, x):
-    return t.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
 def interpolate(noise, data, t):
     """``x_t = (1 - t) noise + t data`` for per-example ``t [B]``."""
-    tb = _per_example(t, data)
+    tb = sde_lib.per_example(t, data)
     return (1.0 - tb) * noise + tb * data
 
 
@@ -75,11 +70,6 @@ def heun_sample(velocity_fn, noise, num_steps: int):
 
     x, _ = jax.lax.scan(step, noise, jnp.arange(num_steps))
     return x, 2 * num_steps - 1
-
-
-def standard_normal_log_prob(z):
-    flat = z.reshape(z.shape[0], -1)
-    return -0.5 * jnp.sum(flat * flat, axis=1) - 0.5 * flat.shape[1] * math.log(2.0 * math.pi)
 
 
 def log_likelihood(velocity_fn, x, rng=None, *, num_steps: int = 100, num_probes: int = 1):

@@ -108,7 +108,7 @@ class SDE:
                 - d * (math.log(s) + 0.5 * math.log(2.0 * math.pi)))
 
 
-def _per_example(t, x):
+def per_example(t, x):
     """``t [B]`` -> ``[B, 1, ...]`` to broadcast against ``x [B, ...]``."""
     return t.reshape((-1,) + (1,) * (x.ndim - 1))
 
@@ -116,7 +116,7 @@ def _per_example(t, x):
 def perturb(sde: SDE, x0, t, noise):
     """``x_t = mean(t) x_0 + std(t) z`` for per-example times ``t [B]``."""
     mean, std = sde.marginal(t)
-    return _per_example(mean, x0) * x0 + _per_example(std, x0) * noise
+    return per_example(mean, x0) * x0 + per_example(std, x0) * noise
 
 
 def dsm_loss(score_fn, sde: SDE, x0, rng, *, eps: float = 1e-5,
@@ -138,9 +138,9 @@ def dsm_loss(score_fn, sde: SDE, x0, rng, *, eps: float = 1e-5,
     xt = perturb(sde, x0, t, z)
     _, std = sde.marginal(t)
     score = score_fn(xt, t)
-    std_b = _per_example(std, x0)
+    std_b = per_example(std, x0)
     if likelihood_weighting:
-        g2 = _per_example(sde.diffusion(t) ** 2, x0)
+        g2 = per_example(sde.diffusion(t) ** 2, x0)
         residual = (score + z / std_b) ** 2 * g2
     else:
         residual = (std_b * score + z) ** 2
@@ -187,8 +187,8 @@ def reverse_sde_sample(score_fn, sde: SDE, rng, shape, num_steps: int,
 def probability_flow_drift(score_fn, sde: SDE, x, t):
     """The probability-flow ODE's velocity ``dx/dt = f - g^2 s(x, t) / 2``
     (Song et al., eq. 13); ``t`` per example ``[B]``."""
-    g = _per_example(sde.diffusion(t), x)
-    a = _per_example(sde.drift_coefficient(t), x)
+    g = per_example(sde.diffusion(t), x)
+    a = per_example(sde.drift_coefficient(t), x)
     return a * x - 0.5 * g * g * score_fn(x, t)
 
 
@@ -325,7 +325,7 @@ def predictor_corrector_sample(score_fn, sde: SDE, rng, shape, num_steps: int, *
             grad = score_fn(x, tb)
             z = jax.random.normal(ks[j], x.shape, x.dtype)
             step_size = 2.0 * alpha * (snr * norm(z) / jnp.maximum(norm(grad), 1e-12)) ** 2
-            step_size = _per_example(step_size, x)
+            step_size = per_example(step_size, x)
             x = x + step_size * grad + jnp.sqrt(2.0 * step_size) * z
         dt = t - t_next
         g = sde.diffusion(t)

@@ -100,11 +100,14 @@ class Task(abc.ABC):
         """How ``sample_fn``'s output is shown: ``{name: picture or text}``,
         a picture being a float ``[H, W, C]`` in [0, 1] or uint8. The loop
         writes each under ``samples/`` and to TensorBoard. The default: images
-        ``[N, H, W, C]`` as one grid."""
-        del dataset
+        ``[N, H, W, C]`` as one grid; 2-D points ``[N, 2]`` of a points
+        dataset as a scatter over as many test points."""
         samples = np.asarray(samples)
         if samples.ndim == 4:
             return {"samples": image_lib.make_grid(samples)}
+        if dataset.kind == "points" and samples.ndim == 2 and samples.shape[1] == 2:
+            reference = dataset.arrays("test")["points"][:len(samples)]
+            return {"samples": image_lib.scatter_image(samples, reference)}
         return {}
 
     def default_num_samples(self) -> int:

@@ -466,14 +466,6 @@ class DiffusionTask(Task):
     # ------------------------------------------------------------------
     # How samples look, and the inpainting mode.
 
-    def render_samples(self, samples, dataset):
-        """Images as a grid; 2-D points as a scatter over the test points."""
-        if self.field == "points":
-            samples = np.asarray(samples)
-            reference = dataset.arrays("test")["points"][:len(samples)]
-            return {"samples": image_lib.scatter_image(samples, reference)}
-        return super().render_samples(samples, dataset)
-
     extra_modes = ("inpaint",)
 
     def run_mode(self, mode, ctx):

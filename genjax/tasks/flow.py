@@ -18,10 +18,10 @@ import numpy as np
 
 from genjax import config as config_lib
 from genjax.config import ConfigError, check_choice
-from genjax.evaluate import images as image_lib
 from genjax.evaluate import sample_quality
 from genjax.models import flows as flows_lib
 from genjax.objectives import flow as flow_obj
+from genjax.objectives import likelihood
 from genjax.tasks.base import Task
 
 log = logging.getLogger("genjax")
@@ -182,7 +182,6 @@ class FlowTask(Task):
         x = jnp.asarray(example_batch[self.field])
         if self.field == "image":
             deq_rng, rng = jax.random.split(rng)
-            from genjax.objectives import likelihood  # pylint: disable=import-outside-toplevel
             x = likelihood.uniform_dequantize(x, deq_rng)
         return self.model.init(rng, x, method=self.model.forward)["params"]
 
@@ -254,14 +253,6 @@ class FlowTask(Task):
 
     # ------------------------------------------------------------------
     # Pictures.
-
-    def render_samples(self, samples, dataset):
-        """Images as a grid; 2-D points as a scatter over the test points."""
-        if self.field == "points":
-            samples = np.asarray(samples)
-            reference = dataset.arrays("test")["points"][:len(samples)]
-            return {"samples": image_lib.scatter_image(samples, reference)}
-        return super().render_samples(samples, dataset)
 
     def interpolate(self, params, image_a, image_b, num_steps: int = 10):
         """Images along the line between the latents of two images (each
