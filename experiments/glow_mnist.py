@@ -18,7 +18,6 @@ README's results table is generated.
 """
 
 from genjax import cli, registry
-from genjax import config as config_lib
 from genjax.tasks import flow
 
 PRESETS = ("smoke", "cpu", "paper")
@@ -26,28 +25,12 @@ PRESETS = ("smoke", "cpu", "paper")
 
 def get_config(preset: str = "cpu"):
     """The recipe for ``preset``: smoke (seconds), cpu (~15 min), paper."""
-    config = flow.base_config("mnist")
+    config = flow.mnist_config("glow")
     m = config.model
-    m.architecture = "glow"
-    m.coupling = "affine"
-    m.num_scales = 2
     m.split_prior = True
-    config.eval.batch_size = 500
-    config.sample.num_samples = 100
-    config.eval.temperatures = (0.6, 0.8)
-    config.eval.sample_quality.num_samples_during_training = 0
     if preset == "smoke":
         m.steps_per_scale, m.hidden = 2, 8
-        m.init_batch_size = 64
-        config.train.batch_size = 32
-        config.train.warmup_steps = 5
-        config_lib.smoke_schedule(config)
-        # One evaluation, at the end: a pass over MNIST's 10,000 test images
-        # costs more than the 20 steps (the digits test evaluates mid-run).
-        config.train.eval_every = 20
-        config.eval.temperatures = (0.7,)
-        q = config.eval.sample_quality
-        q.num_samples, q.batch_size, q.kid_subset_size = 100, 100, 50
+        flow.image_smoke_preset(config)
     elif preset == "cpu":
         m.steps_per_scale, m.hidden, m.num_blocks = 4, 64, 1
         t = config.train

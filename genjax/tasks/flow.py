@@ -76,6 +76,40 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     return config
 
 
+def mnist_config(architecture: str) -> ml_collections.ConfigDict:
+    """What the MNIST flow experiments share: ``architecture`` (realnvp or
+    glow) with affine couplings on 2 scales (28x28 halves twice), eval in
+    batches of 500, 100 sample images, the sample-quality protocol at the end
+    only, at temperature 1 and 0.6 and 0.8."""
+    config = base_config("mnist")
+    m = config.model
+    m.architecture = architecture
+    m.coupling = "affine"
+    m.num_scales = 2
+    config.eval.batch_size = 500
+    config.sample.num_samples = 100
+    config.eval.temperatures = (0.6, 0.8)
+    config.eval.sample_quality.num_samples_during_training = 0
+    return config
+
+
+def image_smoke_preset(config: ml_collections.ConfigDict) -> None:
+    """The ``smoke`` preset's schedule and evaluation for the image flows
+    (the network's size is each experiment's): 20 steps of 32 after a
+    5-step warmup, ActNorm initialised from 64 images, one temperature
+    beside 1, 100 judged samples."""
+    config.model.init_batch_size = 64
+    config.train.batch_size = 32
+    config.train.warmup_steps = 5
+    config_lib.smoke_schedule(config)
+    # One evaluation, at the end: a pass over MNIST's 10,000 test images
+    # costs more than the 20 steps (the digits test evaluates mid-run).
+    config.train.eval_every = 20
+    config.eval.temperatures = (0.7,)
+    q = config.eval.sample_quality
+    q.num_samples, q.batch_size, q.kid_subset_size = 100, 100, 50
+
+
 def _temperature_name(t: float) -> str:
     return f"t{t:g}"
 
