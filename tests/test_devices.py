@@ -25,9 +25,12 @@ from genjax import registry
 from conftest import run_python
 
 # Smoke presets whose model trains and evaluates on 8 devices in its family's
-# test (the U-Net on digits, the DCGAN on digits, the GPT, the VAE on digits).
+# test (the U-Net on digits, the DCGAN on digits, the GPT, the VAE on digits),
+# or whose parts do elsewhere: the score SDE is the ddpm U-Net with the
+# ScoreSDETask step that score_toy2d trains here, the denoising diffusion GAN
+# the U-Net with the GAN's two-player update (test_gan).
 COVERED = ("ddpm_mnist", "ddpm_cifar10", "dcgan_mnist", "gpt_shakespeare_char",
-           "vae_digits")
+           "vae_digits", "score_sde_mnist", "ddgan_mnist")
 
 
 @pytest.fixture(scope="module")

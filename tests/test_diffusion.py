@@ -319,13 +319,13 @@ def ddpm_run(data_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ddpm_run") / "wd"
     config = _digits_config(data_dir=data_dir, **{
         "model.class_conditional": True, "sample.guidance_scale": 1.0,
-        "eval.compare_samplers": ("ddpm",)})
+        "eval.compare_samplers": ("ddpm", "dpm2:4")})
     metrics = loop.train_and_evaluate(config, str(workdir),
                                       ddpm_mnist.EXPERIMENT.make_task)
     return workdir, config, metrics
 
 
-def test_a_ddpm_run_reports_the_bound_and_both_samplers(ddpm_run):
+def test_a_ddpm_run_reports_the_bound_and_every_sampler(ddpm_run):
     workdir, _, final = ddpm_run
     rows = read_jsonl(workdir / "metrics.jsonl")
     assert [r["step"] for r in rows if "train/loss" in r] == [5, 10, 15, 20]
@@ -342,6 +342,10 @@ def test_a_ddpm_run_reports_the_bound_and_both_samplers(ddpm_run):
         saved["eval/bound_prior"] + saved["eval/bound_diffusion"]
         + saved["eval/bound_decoder_nll"], rel=1e-5)
     assert saved["eval/num_samples"] == saved["eval/ddpm/num_samples"] == 100
+    # Each sampler's network evaluations: DDIM's 10 steps, all 50 of DDPM,
+    # 4 of DPM-Solver++ (a fast sampler from the shared registry).
+    assert (saved["eval/nfe"], saved["eval/ddpm/nfe"], saved["eval/dpm2_4/nfe"]) == (10, 50, 4)
+    assert np.isfinite(saved["eval/dpm2_4/fd"])
     assert final["eval/fd"] == saved["eval/fd"]
     assert (workdir / "samples" / "samples_final.png").exists()
     assert (workdir / "samples" / "forward_noising_final.png").exists()
@@ -427,7 +431,8 @@ def test_inpaint_and_sample_modes(ddpm_run, data_dir, tmp_path, capsys):
 @pytest.mark.parametrize("override, named", [
     ("--config.sample.sampler=euler", "sample.sampler='euler'; valid: ddpm, ddim"),
     ("--config.diffusion.prediction=score", "diffusion.prediction='score'"),
-    ("--config.sample.ddim_steps=5000", "sample.ddim_steps=5000"),
+    ("--config.sample.steps=5000", "sample.steps=5000"),
+    ("--config.sample.sampler=dpm2:ten", "the steps after ':' must be a positive"),
     ("--config.sample.guidance_scale=2.0", "needs model.class_conditional=True"),
     ("--config.model.architecture=mlp", "set --config.model.architecture=unet"),
     ("--config.eval.compare_samplers=('ddpm','pndm')", "'pndm'"),
@@ -579,3 +584,29 @@ def test_eight_devices_match_one_device(tmp_path):
     assert len(rows[1]) == len(rows[8]) == 4
     for one, eight in zip(rows[1], rows[8]):
         np.testing.assert_allclose(eight["train/loss"], one["train/loss"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("prediction", diff.PREDICTIONS)
+def test_min_snr_weighting_is_min_snr_gamma_times_the_x0_error(prediction):
+    """Hang et al. 2023: whatever the network regresses, the weighted loss is
+    ``min(SNR, gamma) ||x0_hat - x0||^2``, and 1x the eps loss when SNR is
+    below gamma for an eps model."""
+    sched = diff.make_schedule("linear", 100)
+    x0 = jax.random.normal(jax.random.key(0), (256, 3))
+    net = lambda x, t: 0.3 * jnp.tanh(x) + 0.001 * t[:, None]  # noqa: E731
+    rng = jax.random.key(1)
+    loss, t = diff.denoising_loss(net, sched, x0, rng, prediction,
+                                  weighting="min_snr", min_snr_gamma=5.0)
+    t_rng, noise_rng = jax.random.split(rng)
+    noise = jax.random.normal(noise_rng, x0.shape)
+    xt = diff.q_sample(sched, x0, t, noise)
+    _, x0_hat = diff.eps_and_x0(prediction, net(xt, t), xt, sched, t)
+    abar = sched.alphas_cumprod[t]
+    snr = abar / (1.0 - abar)
+    expected = jnp.minimum(snr, 5.0) * jnp.mean((x0_hat - x0) ** 2, axis=1)
+    np.testing.assert_allclose(loss, expected, rtol=2e-3, atol=1e-6)
+    assert bool(jnp.any(snr > 5.0)) and bool(jnp.any(snr < 5.0))
+    if prediction == "eps":
+        plain, _ = diff.denoising_loss(net, sched, x0, rng, prediction)
+        low = snr < 5.0
+        np.testing.assert_allclose(loss[low], plain[low], rtol=1e-6)

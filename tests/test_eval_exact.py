@@ -62,7 +62,7 @@ _PRIME_SPLIT = 127
 _ON_DEVICE_COUNTS = f"""
 import dataclasses, json, sys
 import jax
-from experiments import ddpm_toy2d, vae_digits
+from experiments import ddpm_toy2d, score_toy2d, vae_digits
 from genjax import data as data_lib
 from genjax.train import evaluation, run as run_lib
 
@@ -71,8 +71,10 @@ def cut(dataset, n):
     return dataclasses.replace(dataset, splits=dict(dataset.splits, test=test))
 
 out = {{}}
-for module in (vae_digits, ddpm_toy2d):
+for module in (vae_digits, ddpm_toy2d, score_toy2d):
     config = module.get_config("smoke")
+    if module is score_toy2d:  # The ODE likelihood and the SDE's own sampler.
+        config.eval.compare_samplers = ("pc:3",)
     config.train.batch_size = 48  # Only training needs a batch the devices divide.
     config.eval.batch_size = 50
     dataset = cut(data_lib.load_dataset(config.data), {_PRIME_SPLIT})
@@ -91,18 +93,21 @@ print(json.dumps(out))
 @pytest.mark.subprocess
 def test_eval_is_exact_on_any_device_count(tmp_path):
     """Every eval metric (the ELBO and IWAE bound, the diffusion loss and
-    bits/dim bound, the sample-quality statistics of both samplers) is the
-    same on 1, 2, 3, 4 and 8 devices, on a split of a prime size."""
+    bits/dim bound, the score model's probability-flow ODE likelihood with
+    its Hutchinson probes, the sample-quality statistics of every sampler)
+    is the same on 1, 2, 3, 4 and 8 devices, on a split of a prime size."""
     proc = run_python(["-c", _ON_DEVICE_COUNTS, str(tmp_path)], devices=8,
                       timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(results) == {"vae_digits", "ddpm_toy2d"}
+    assert set(results) == {"vae_digits", "ddpm_toy2d", "score_toy2d"}
     expected = {
         "vae_digits": {"eval/neg_elbo", "eval/nll_iwae", "eval/kl"},
         "ddpm_toy2d": {"eval/loss", "eval/bound_nll_bound", "eval/energy_distance",
                        "eval/energy_distance_floor", "eval/ddpm/energy_distance",
-                       "eval/class_kl"}}
+                       "eval/class_kl"},
+        "score_toy2d": {"eval/loss", "eval/ode_nll", "eval/ode_nfe",
+                        "eval/energy_distance", "eval/pc_3/energy_distance"}}
     for name, by_count in results.items():
         reference = by_count["1"]
         assert expected[name] <= set(reference), (name, sorted(reference))

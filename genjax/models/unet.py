@@ -241,7 +241,8 @@ class UNet(nn.Module):
                     f"{factor} or fewer channel_mults")
 
     @nn.compact
-    def __call__(self, x_BxHxWxC, t_B, label_B=None, *, train: bool):
+    def __call__(self, x_BxHxWxC, t_B, label_B=None, latent_BxZ=None, *,
+                 train: bool):
         """The denoiser's output for noisy images at timesteps.
 
         Args:
@@ -251,6 +252,9 @@ class UNet(nn.Module):
           label_B: ``[B]`` int class labels in ``[0, num_classes]`` (the last
             being the null label), or None: the null label for all (needs
             ``num_classes > 0`` to be anything but None).
+          latent_BxZ: ``[B, Z]`` latent noise, or None: a generator's
+            latent (the denoising diffusion GAN's ``z``), mapped by a
+            two-layer MLP and added to the time embedding.
           train: dropout on (needs the ``dropout`` rng stream) or off.
 
         Returns:
@@ -276,6 +280,11 @@ class UNet(nn.Module):
         if label_B is not None:
             emb = emb + nn.Embed(self.num_classes + 1, emb_dim,
                                  name="class_embed")(label_B)
+        if latent_BxZ is not None:
+            z = nn.Dense(emb_dim, kernel_init=_DEFAULT_INIT, name="latent_dense0")(
+                latent_BxZ)
+            emb = emb + nn.Dense(emb_dim, kernel_init=_DEFAULT_INIT,
+                                 name="latent_dense1")(nn.swish(z))
 
         def res_block(h, features, name):
             return ResBlock(features, self.num_groups, self.dropout, name=name)(

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax.objectives import likelihood
+from genjax.objectives import likelihood, samplers
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "x0", "v")
@@ -106,18 +106,31 @@ class Schedule(NamedTuple):
         raise ValueError(f"variance={variance!r}; valid: {', '.join(VARIANCES)}")
 
 
+def vp_betas(num_steps: int, beta_min: float = 0.1, beta_max: float = 20.0) -> np.ndarray:
+    """The VP SDE's ``abar(t) = exp(-beta_min t - (beta_max - beta_min) t^2 /
+    2)`` at ``t = k / T``, as ``T`` betas (float64 ``[T]``): few large steps
+    for the denoising diffusion GAN (Xiao et al. 2022 use T = 4)."""
+    t = np.arange(num_steps + 1, dtype=np.float64) / num_steps
+    abar = np.exp(-beta_min * t - 0.5 * (beta_max - beta_min) * t * t)
+    return 1.0 - abar[1:] / abar[:-1]
+
+
 def make_schedule(name: str, num_steps: int, beta_start: float = 1e-4,
                   beta_end: float = 0.02) -> Schedule:
-    """The constants of schedule ``name`` (``linear`` or ``cosine``) with
-    ``num_steps`` steps, computed in float64 and stored as float32."""
+    """The constants of schedule ``name`` (``linear``, ``cosine`` or ``vp``:
+    ``vp_betas`` with ``beta_start``/``beta_end`` as its ``beta_min``/
+    ``beta_max``) with ``num_steps`` steps, computed in float64 and stored as
+    float32."""
+    if num_steps < 1 or (num_steps < 2 and name != "vp"):
+        raise ValueError(f"num_steps={num_steps} must be at least 2")
     if name == "linear":
         betas = linear_betas(num_steps, beta_start, beta_end)
     elif name == "cosine":
         betas = cosine_betas(num_steps)
+    elif name == "vp":
+        betas = vp_betas(num_steps, beta_start, beta_end)
     else:
         raise ValueError(f"schedule={name!r}; valid: {', '.join(SCHEDULES)}")
-    if num_steps < 2:
-        raise ValueError(f"num_steps={num_steps} must be at least 2")
     abar = np.cumprod(1.0 - betas)
     abar_prev = np.concatenate([[1.0], abar[:-1]])
     post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
@@ -189,11 +202,34 @@ def _pixel_sum(x: jax.Array) -> jax.Array:
     return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
 
 
+WEIGHTINGS = ("none", "min_snr")
+
+
+def loss_weight(weighting: str, prediction: str, sched: Schedule, t: jax.Array,
+                gamma: float = 5.0) -> jax.Array:
+    """Per-example weights ``[B]`` of the simplified loss: ``none`` (1), or
+    Min-SNR-gamma (Hang et al. 2023), which weights each step's loss *on
+    x_0* by ``min(SNR, gamma)``; on the regressed target this is
+    ``min(SNR, gamma) / SNR`` for ``eps``, ``min(SNR, gamma)`` for ``x0``
+    and ``min(SNR, gamma) / (SNR + 1)`` for ``v``, with ``SNR = abar / (1 -
+    abar)``."""
+    if weighting == "none":
+        return jnp.ones(t.shape, jnp.float32)
+    if weighting != "min_snr":
+        raise ValueError(f"weighting={weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+    abar = sched.alphas_cumprod[t]
+    snr = abar / (1.0 - abar)
+    clipped = jnp.minimum(snr, gamma)
+    return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1.0)}[prediction]
+
+
 def denoising_loss(denoise_fn: DenoiseFn, sched: Schedule, x0: jax.Array,
-                   rng: jax.Array, prediction: str = "eps"):
+                   rng: jax.Array, prediction: str = "eps", *,
+                   weighting: str = "none", min_snr_gamma: float = 5.0):
     """The simplified objective (Ho et al. 2020, eq. 14) per example ``[B]``:
     ``t`` uniform over the steps, ``x_t`` from ``q(x_t | x_0)``, and the
-    squared error of the network's ``prediction`` averaged over pixels.
+    squared error of the network's ``prediction`` averaged over pixels,
+    times ``loss_weight(weighting, ...)``.
 
     Returns ``(loss [B], t [B])``.
     """
@@ -202,7 +238,8 @@ def denoising_loss(denoise_fn: DenoiseFn, sched: Schedule, x0: jax.Array,
     noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
     xt = q_sample(sched, x0, t, noise)
     err = denoise_fn(xt, t) - target(prediction, x0, noise, sched, t)
-    return _pixel_mean(jnp.square(err)), t
+    weight = loss_weight(weighting, prediction, sched, t, min_snr_gamma)
+    return weight * _pixel_mean(jnp.square(err)), t
 
 
 # ---------------------------------------------------------------------------
@@ -265,37 +302,42 @@ def ddim_sample(denoise_fn: DenoiseFn, sched: Schedule, shape: tuple[int, ...],
                 rng: jax.Array, *, num_steps: int = 50, eta: float = 0.0,
                 prediction: str = "eps", clip: bool = True,
                 x_T: jax.Array | None = None, keep_path: bool = False):
-    """DDIM sampling (Song et al. 2021, eq. 12) on ``num_steps`` of the steps,
-    in one ``lax.scan``; ``eta = 0`` is deterministic given ``x_T``, ``eta =
-    1`` matches the ancestral sampler's variance. Returns ``x_0`` in [-1, 1]
-    (and with ``keep_path`` every step's result, ``[num_steps, *shape]``).
+    """DDIM sampling (Song et al. 2021, eq. 12) on ``num_steps`` of the steps
+    (``ddim_timesteps``), in one ``lax.scan``: ``genjax.objectives.samplers.
+    ddim`` on the schedule's path, the network fed integer step indices.
+    ``eta = 0`` is deterministic given ``x_T``, ``eta = 1`` matches the
+    ancestral sampler's variance (step ``i``'s noise from ``fold_in(rng,
+    i)``, as ``ddpm_sample``'s). Returns ``x_0`` in [-1, 1] (and with
+    ``keep_path`` every step's result, ``[num_steps, *shape]``).
     """
-    steps = ddim_timesteps(sched.num_steps, num_steps)
-    abar = sched.alphas_cumprod
-    # Each step goes from steps[k] to steps[k-1]; the last lands on x_0
-    # (abar = 1).
-    prev_abar = jnp.concatenate([jnp.ones((1,)), abar[steps[:-1]]])
+    steps = ddim_timesteps(sched.num_steps, num_steps)[::-1]  # decreasing
+    path = samplers.DiscretePath(np.asarray(sched.alphas_cumprod))
     if x_T is None:
         x_T = jax.random.normal(jax.random.fold_in(rng, sched.num_steps), shape)
+    out = samplers.ddim(discrete_x0_fn(denoise_fn, path, prediction, clip,
+                                       integer_steps=True),
+                        path, x_T, rng, eta=eta,
+                        times=(steps.astype(np.float64) + 1.0) / sched.num_steps,
+                        noise_ids=steps[:-1], keep_path=keep_path)
+    return (out[0], out[1]) if keep_path else out[0]
 
-    def body(x, k):
-        i = jnp.asarray(steps)[k]
-        t = jnp.full((shape[0],), i, jnp.int32)
-        eps, x0_hat = eps_and_x0(prediction, denoise_fn(x, t), x, sched, t)
-        if clip:
-            x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
-            # eps consistent with the clipped x0, as in Song et al.'s code.
-            eps = (x - jnp.sqrt(abar[i]) * x0_hat) / jnp.sqrt(1.0 - abar[i])
-        a_prev = prev_abar[k]
-        sigma = eta * jnp.sqrt((1.0 - a_prev) / (1.0 - abar[i])
-                               * (1.0 - abar[i] / a_prev))
-        direction = jnp.sqrt(jnp.maximum(1.0 - a_prev - sigma**2, 0.0)) * eps
-        z = jax.random.normal(jax.random.fold_in(rng, i), shape)
-        x = jnp.sqrt(a_prev) * x0_hat + direction + sigma * z
-        return x, (x if keep_path else None)
 
-    x, path = jax.lax.scan(body, x_T, jnp.arange(len(steps) - 1, -1, -1))
-    return (x, path) if keep_path else x
+def discrete_x0_fn(denoise_fn: DenoiseFn, path, prediction: str, clip: bool,
+                   integer_steps: bool = False) -> samplers.X0Fn:
+    """A discrete-time network as the data prediction ``x0_fn(x, t)`` of the
+    samplers in ``genjax.objectives.samplers``: ``t`` in ``[1/T, 1]`` is
+    fed as the step index ``t T - 1`` (fractional between the training
+    steps, rounded if ``integer_steps``), the output read in
+    ``prediction``'s space, ``x_0`` clipped to [-1, 1] if ``clip``."""
+    def x0_fn(x, t):
+        index = path.index(t)
+        if integer_steps:
+            index = jnp.round(index).astype(jnp.int32)
+        alpha = path.alpha(t).reshape((-1,) + (1,) * (x.ndim - 1))
+        sigma = path.sigma(t).reshape((-1,) + (1,) * (x.ndim - 1))
+        x0 = samplers.x0_from_output(prediction, denoise_fn(x, index), x, alpha, sigma)
+        return jnp.clip(x0, -1.0, 1.0) if clip else x0
+    return x0_fn
 
 
 def inpaint(denoise_fn: DenoiseFn, sched: Schedule, x0_known: jax.Array,

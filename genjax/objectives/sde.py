@@ -340,15 +340,16 @@ def predictor_corrector_sample(score_fn, sde: SDE, rng, shape, num_steps: int, *
 
 
 def annealed_langevin_sample(score_fn, sigmas, rng, shape, *, steps_per_level: int = 100,
-                             step_lr: float = 2e-5, init_scale: float = 1.0):
+                             step_lr: float = 2e-5, init_scale: float = 1.0, init=None):
     """NCSN's annealed Langevin dynamics (Song & Ermon 2019, algorithm 1):
     for each noise level ``sigma_i`` (decreasing), ``steps_per_level`` moves
     ``x += a_i s(x, sigma_i) + sqrt(2 a_i) z`` with ``a_i = step_lr
     sigma_i^2 / sigma_L^2``. ``score_fn(x, sigma [B])``; starts from
-    ``U[-init_scale, init_scale]``. Returns ``(x, nfe)``."""
+    ``init`` or ``U[-init_scale, init_scale]``. Returns ``(x, nfe)``."""
     sigmas = jnp.asarray(sigmas)
     init_rng, rng = jax.random.split(rng)
-    x = jax.random.uniform(init_rng, shape, minval=-init_scale, maxval=init_scale)
+    x = (jax.random.uniform(init_rng, shape, minval=-init_scale, maxval=init_scale)
+         if init is None else init)
     num_levels = sigmas.shape[0]
     keys = jax.random.split(rng, num_levels * steps_per_level).reshape(
         num_levels, steps_per_level)
@@ -415,16 +416,21 @@ def _solve_one(field, y0, t0: float, t1: float, rtol: float, atol: float,
 
 
 def adaptive_ode_sample(velocity_fn, x0, t0: float, t1: float, *, rtol: float = 1e-5,
-                        atol: float = 1e-5, max_steps: int = 4096):
+                        atol: float = 1e-5, max_steps: int = 4096, per_example=None):
     """``x(t1)`` of ``dx/dt = velocity_fn(x, t [B])`` from ``x(t0) = x0``,
-    each example solved adaptively on its own. Returns ``(x, nfe [B])``."""
+    each example solved adaptively on its own. ``per_example`` (a pytree
+    with the batch axis first, e.g. labels) is split with the examples and
+    passed as ``velocity_fn(x, t, its rows)``. Returns ``(x, nfe [B])``."""
 
-    def one(x):
+    def one(x, extra):
         def field(t, y):
-            return velocity_fn(y[None], jnp.full((1,), t))[0]
+            if per_example is None:
+                return velocity_fn(y[None], jnp.full((1,), t))[0]
+            rows = jax.tree.map(lambda a: a[None], extra)
+            return velocity_fn(y[None], jnp.full((1,), t), rows)[0]
         return _solve_one(field, x, t0, t1, rtol, atol, max_steps)
 
-    return jax.vmap(one)(x0)
+    return jax.vmap(one)(x0, per_example)
 
 
 def adaptive_velocity_log_likelihood(velocity_fn, prior_log_prob, x, t_data: float,

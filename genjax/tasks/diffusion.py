@@ -35,11 +35,12 @@ from genjax.evaluate import sample_quality
 from genjax.models import unet as unet_lib
 from genjax.objectives import diffusion as diff
 from genjax.objectives import likelihood
+from genjax.objectives import samplers as samplers_lib
 from genjax.tasks.base import Task
 from genjax.train import step as step_lib
 
 ARCHITECTURES = ("unet", "mlp")
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim") + tuple(n for n in samplers_lib.SAMPLERS if n != "ddim")
 MASKS = ("center", "left", "right", "top", "bottom", "noise")
 
 
@@ -66,14 +67,21 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     d.beta_end = 0.02
     d.prediction = "eps"  # eps | x0 | v
     d.variance = "small"  # small (beta~_t) | large (beta_t)
+    # Training loss weights: none (Ho et al.) | min_snr (Hang et al. 2023).
+    d.loss_weighting = "none"
+    d.min_snr_gamma = 5.0
     # Probability of training on the null label (classifier-free guidance).
     d.label_dropout = 0.1
 
     s = config.sample
-    s.sampler = "ddim"  # ddpm (ancestral, all T steps) | ddim
-    s.ddim_steps = 50
+    # ddpm (ancestral, all T steps) | ddim | dpm2 | dpm3 (DPM-Solver++) |
+    # heun (EDM) | adaptive (Tsit5); "name:steps" picks the steps too.
+    s.sampler = "ddim"
+    s.steps = 50  # network evaluations of ddim/dpm2/dpm3; levels of heun
     s.eta = 0.0
     s.guidance_scale = 0.0  # w of classifier-free guidance; 0: none
+    # (lo, hi): guide only at noise levels sigma/alpha in (lo, hi]; (): all.
+    s.guidance_interval = ()
     s.clip = True  # clip the predicted x_0 to the data range while sampling
 
     config.inpaint = ml_collections.ConfigDict()
@@ -93,7 +101,8 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     # Test images the final variational bound is computed on (every one of
     # the T steps is evaluated for each); 0 skips the bound.
     config.eval.bound_num_examples = 200
-    # Samplers judged beside sample.sampler at the end: "ddpm" or "ddim".
+    # Samplers judged beside sample.sampler at the end, each "name" or
+    # "name:steps" (e.g. "ddpm", "dpm2:10").
     config.eval.compare_samplers = ()
     config.eval.sample_quality = sample_quality.default_protocol()
     return config
@@ -102,22 +111,28 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
 def smoke_preset(config: ml_collections.ConfigDict) -> None:
     """The ``smoke`` preset of every diffusion experiment: a tiny network, 20
     steps of a 50-step diffusion that log, evaluate, sample and checkpoint."""
+    smoke_network_and_training(config)
+    config.diffusion.num_timesteps = 50
+    config.sample.steps = 10
+    config.eval.bound_num_examples = 50
+    config.inpaint.num_images = 4
+    config.inpaint.resample = 2
+
+
+def smoke_network_and_training(config: ml_collections.ConfigDict) -> None:
+    """The part of the smoke preset every diffusion-like family shares: a
+    tiny network trained 20 steps, 100 samples judged."""
     m = config.model
     m.channels, m.channel_mults, m.num_res_blocks = 8, (1, 2), 1
     m.attention_resolutions = ()
     m.num_groups = 4
     m.hidden, m.num_layers = 32, 2
-    config.diffusion.num_timesteps = 50
-    config.sample.ddim_steps = 10
     config.train.batch_size = 16
     config.train.warmup_steps = 5
     config.train.learning_rate = 1e-3
     config.train.ema_decay = 0.9
     config_lib.smoke_schedule(config)
     config.eval.batch_size = 50
-    config.eval.bound_num_examples = 50
-    config.inpaint.num_images = 4
-    config.inpaint.resample = 2
     q = config.eval.sample_quality
     q.num_samples, q.num_samples_during_training, q.kid_subset_size = 100, 0, 50
     q.batch_size = 100
@@ -143,9 +158,23 @@ def cpu_preset(config: ml_collections.ConfigDict, num_steps: int) -> None:
     t.num_steps = num_steps
     t.log_every, t.eval_every, t.checkpoint_every = 100, num_steps // 2, 500
     config.eval.batch_size = 50
-    config.eval.bound_num_examples = 50
+    if "bound_num_examples" in config.eval:
+        config.eval.bound_num_examples = 50
     q = config.eval.sample_quality
     q.num_samples, q.num_samples_during_training, q.batch_size = 1000, 200, 500
+
+
+def parse_sampler(spec: str, names, key: str = "sampler"):
+    """``(name, steps or None)`` of a sampler spec ``name`` or
+    ``name:steps``; a one-line ConfigError naming ``key`` otherwise."""
+    name, _, steps = str(spec).partition(":")
+    check_choice(key, name, names)
+    if not steps:
+        return name, None
+    if not steps.isdigit() or int(steps) < 1:
+        raise ConfigError(f"{key}={spec!r}: the steps after ':' must be a positive "
+                          f"integer, e.g. {name}:10")
+    return name, int(steps)
 
 
 def _has_labels(dataset_info) -> bool:
@@ -156,35 +185,24 @@ class DiffusionTask(Task):
     """A DDPM (Ho et al. 2020) on images or 2-D points."""
 
     progress_keys = ("loss", "grad_norm")
+    # The config section of the noising process (label dropout, prediction).
+    process_key = "diffusion"
 
     def __init__(self, config, dataset_info):
         super().__init__(config, dataset_info)
-        m, d, s = config.model, config.diffusion, config.sample
+        m, s = config.model, config.sample
+        self.process = config[self.process_key]
         check_choice("model.architecture", m.architecture, ARCHITECTURES)
-        check_choice("diffusion.schedule", d.schedule, diff.SCHEDULES)
-        check_choice("diffusion.prediction", d.prediction, diff.PREDICTIONS)
-        check_choice("diffusion.variance", d.variance, diff.VARIANCES)
-        check_choice("sample.sampler", s.sampler, SAMPLERS)
-        check_choice("inpaint.mask", config.inpaint.mask, MASKS)
-        for name in config.eval.compare_samplers:
-            check_choice("eval.compare_samplers", name, SAMPLERS)
-        if d.num_timesteps < 2:
+        parse_sampler(s.sampler, self.sampler_names, "sample.sampler")
+        for spec in config.eval.compare_samplers:
+            parse_sampler(spec, self.sampler_names, "eval.compare_samplers")
+        if s.steps < 1:
+            raise ConfigError(f"sample.steps={s.steps} must be at least 1")
+        if not 0.0 <= self.process.label_dropout <= 1.0:
             raise ConfigError(
-                f"diffusion.num_timesteps={d.num_timesteps} must be at least 2")
-        if not 1 <= s.ddim_steps <= d.num_timesteps:
-            raise ConfigError(
-                f"sample.ddim_steps={s.ddim_steps} must be between 1 and "
-                f"diffusion.num_timesteps={d.num_timesteps}")
-        if not 0.0 <= d.label_dropout <= 1.0:
-            raise ConfigError(
-                f"diffusion.label_dropout={d.label_dropout} must be in [0, 1]")
-        if config.inpaint.resample < 1:
-            raise ConfigError(
-                f"inpaint.resample={config.inpaint.resample} must be at least 1")
-        if config.eval.bound_num_examples < 0:
-            raise ConfigError(
-                f"eval.bound_num_examples={config.eval.bound_num_examples} must "
-                "be >= 0 (0 skips the bound)")
+                f"{self.process_key}.label_dropout={self.process.label_dropout} "
+                "must be in [0, 1]")
+        self.setup_process()
         kind = dataset_info.kind
         self.field = {"image": "image", "points": "points"}.get(kind)
         if self.field is None:
@@ -219,8 +237,6 @@ class DiffusionTask(Task):
                 "model.class_conditional=True; set it to 0")
         self.shape = tuple(dataset_info.element_spec[self.field])
         self.num_dims = int(np.prod(self.shape))
-        self.schedule = diff.make_schedule(d.schedule, d.num_timesteps,
-                                           d.beta_start, d.beta_end)
         if kind == "image":
             self.model = unet_lib.UNet(
                 channels=m.channels, channel_mults=tuple(m.channel_mults),
@@ -239,6 +255,35 @@ class DiffusionTask(Task):
             self.model = unet_lib.MLPDenoiser(hidden=m.hidden,
                                               num_layers=m.num_layers,
                                               num_classes=self.num_classes)
+
+    def setup_process(self):
+        """Checks the ``diffusion`` section and builds the discrete schedule
+        (``self.schedule``) and its path for the samplers (``self.path``)."""
+        config, d, s = self.config, self.config.diffusion, self.config.sample
+        check_choice("diffusion.schedule", d.schedule, diff.SCHEDULES)
+        check_choice("diffusion.prediction", d.prediction, diff.PREDICTIONS)
+        check_choice("diffusion.variance", d.variance, diff.VARIANCES)
+        check_choice("diffusion.loss_weighting", d.loss_weighting, diff.WEIGHTINGS)
+        if d.min_snr_gamma <= 0:
+            raise ConfigError(f"diffusion.min_snr_gamma={d.min_snr_gamma} must be > 0")
+        check_choice("inpaint.mask", config.inpaint.mask, MASKS)
+        if d.num_timesteps < 2:
+            raise ConfigError(
+                f"diffusion.num_timesteps={d.num_timesteps} must be at least 2")
+        if not 1 <= s.steps <= d.num_timesteps:
+            raise ConfigError(
+                f"sample.steps={s.steps} must be between 1 and "
+                f"diffusion.num_timesteps={d.num_timesteps}")
+        if config.inpaint.resample < 1:
+            raise ConfigError(
+                f"inpaint.resample={config.inpaint.resample} must be at least 1")
+        if config.eval.bound_num_examples < 0:
+            raise ConfigError(
+                f"eval.bound_num_examples={config.eval.bound_num_examples} must "
+                "be >= 0 (0 skips the bound)")
+        self.schedule = diff.make_schedule(d.schedule, d.num_timesteps,
+                                           d.beta_start, d.beta_end)
+        self.path = samplers_lib.DiscretePath(np.asarray(self.schedule.alphas_cumprod))
 
     # ------------------------------------------------------------------
     # Data in the model's range.
@@ -266,7 +311,10 @@ class DiffusionTask(Task):
         out(x, y) - w out(x)``, in one pass over a doubled batch (the
         combination of raw outputs equals that of eps for all three
         parametrisations, which are affine in the output with the same
-        ``x_t``).
+        ``x_t``). With ``sample.guidance_interval = (lo, hi)`` the guidance
+        applies only where EDM's noise level ``sigma / alpha`` lies in
+        ``(lo, hi]`` (Kynkaanniemi et al. 2024); elsewhere the conditional
+        output is used alone.
         """
         train = rng is not None
         rngs = {"dropout": rng} if train else {}
@@ -278,14 +326,27 @@ class DiffusionTask(Task):
         if not guidance_scale:
             return lambda x, t: apply(x, t, labels)
 
+        interval = tuple(self.config.sample.get("guidance_interval", ()))
+
         def guided(x, t):
             n = x.shape[0]
             both = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
                          jnp.concatenate([labels, self.null_labels(n)]))
             cond, uncond = both[:n], both[n:]
-            return (1.0 + guidance_scale) * cond - guidance_scale * uncond
+            w = jnp.full((n,), guidance_scale, cond.dtype)
+            if interval:  # Guidance only at noise levels in (lo, hi].
+                level = self.model_sigma_tilde(t)
+                w = jnp.where((level > interval[0]) & (level <= interval[1]), w, 0.0)
+            w = w.reshape((n,) + (1,) * (x.ndim - 1))
+            return (1.0 + w) * cond - w * uncond
 
         return guided
+
+    def model_sigma_tilde(self, t_model):
+        """EDM's noise level ``sigma / alpha`` at the network's time input
+        (here the step index)."""
+        return self.path.sigma_tilde((t_model.astype(jnp.float32) + 1.0)
+                                     / self.schedule.num_steps)
 
     # ------------------------------------------------------------------
     # Task interface.
@@ -302,7 +363,7 @@ class DiffusionTask(Task):
         if not self.num_classes:
             return None
         labels = batch["label"]
-        drop = jax.random.bernoulli(rng, self.config.diffusion.label_dropout,
+        drop = jax.random.bernoulli(rng, self.process.label_dropout,
                                     labels.shape)
         return jnp.where(drop, self.num_classes, labels)
 
@@ -311,8 +372,10 @@ class DiffusionTask(Task):
         x0 = self.to_model(batch[self.field])
         labels = self._train_labels(batch, label_rng)
         denoise = self.denoiser(params, labels, rng=drop_rng)
-        loss, _ = diff.denoising_loss(denoise, self.schedule, x0, loss_rng,
-                                      self.config.diffusion.prediction)
+        d = self.config.diffusion
+        loss, _ = diff.denoising_loss(denoise, self.schedule, x0, loss_rng, d.prediction,
+                                      weighting=d.loss_weighting,
+                                      min_snr_gamma=d.min_snr_gamma)
         return jnp.mean(loss), {}
 
     def eval_fn(self, params, batch, rng, *, final):
@@ -356,56 +419,111 @@ class DiffusionTask(Task):
                                                           self.num_dims)
         return out
 
+    # ------------------------------------------------------------------
+    # Sampling: every sampler of genjax.objectives.samplers on the model's
+    # data prediction, plus the family's own (ancestral DDPM here).
+
+    # The samplers of this family; a spec is a name or "name:steps".
+    sampler_names = SAMPLERS
+
+    def x0_fn(self, params, labels=None, guidance_scale: float = 0.0):
+        """The guided network as the samplers' data prediction ``x0_fn(x,
+        t)``, ``t`` on the path's continuous time, ``x_0`` clipped to the
+        image range if ``sample.clip``."""
+        denoise = self.denoiser(params, labels, guidance_scale)
+        return diff.discrete_x0_fn(denoise, self.path, self.config.diffusion.prediction,
+                                   self.clip)
+
+    @property
+    def clip(self) -> bool:
+        """Clip predicted ``x_0`` to [-1, 1]: images only (points have no
+        fixed range)."""
+        return bool(self.config.sample.clip) and self.field == "image"
+
+    def run_sampler(self, name: str, params, labels, x_T, rng, steps: int,
+                    keep_path: bool = False):
+        """``(x_0, nfe)`` (and with ``keep_path`` every step, ``(x_0, path,
+        nfe)``) of sampler ``name`` from ``x_T`` in the model's space."""
+        s, d = self.config.sample, self.config.diffusion
+        if name in ("ddpm", "ddim"):
+            denoise = self.denoiser(params, labels, self.guidance_scale)
+            common = dict(prediction=d.prediction, clip=self.clip, x_T=x_T,
+                          keep_path=keep_path)
+            if name == "ddpm":
+                out = diff.ddpm_sample(denoise, self.schedule, x_T.shape, rng,
+                                       variance=d.variance, **common)
+                nfe = self.schedule.num_steps
+            else:
+                out = diff.ddim_sample(denoise, self.schedule, x_T.shape, rng,
+                                       num_steps=steps, eta=s.eta, **common)
+                nfe = len(diff.ddim_timesteps(self.schedule.num_steps, steps))
+            return (out[0], out[1], nfe) if keep_path else (out, nfe)
+        return self.path_sampler(name, params, labels, x_T, rng, steps, keep_path)
+
+    def path_sampler(self, name, params, labels, x_T, rng, steps, keep_path):
+        """A sampler of ``genjax.objectives.samplers`` on the data prediction."""
+        if keep_path:
+            raise ConfigError(f"sampler {name!r} does not keep its path; use ddim")
+        if name == "adaptive" and labels is not None:
+            # One solve per example: each with its own label.
+            def x0_fn(x, t, rows):
+                return self.x0_fn(params, rows, self.guidance_scale)(x, t)
+            return samplers_lib.adaptive(x0_fn, self.path, x_T, rng, per_example=labels)
+        x0_fn = self.x0_fn(params, labels, self.guidance_scale)
+        return samplers_lib.SAMPLERS[name](x0_fn, self.path, x_T, rng, num_steps=steps)
+
     def sample(self, params, rng, num_samples: int, sampler: str | None = None,
-               *, labels=None, x_T=None, keep_path: bool = False):
+               *, labels=None, x_T=None, keep_path: bool = False,
+               with_nfe: bool = False):
         """``num_samples`` draws in the data's range with ``sampler`` (default
-        ``sample.sampler``): ``ddpm`` (all T steps) or ``ddim``
-        (``sample.ddim_steps``, ``sample.eta``).
+        ``sample.sampler``), a name of ``sampler_names`` or ``name:steps``
+        (``sample.steps`` otherwise): ``ddpm`` (ancestral, all T steps),
+        ``ddim`` (``sample.eta``), ``dpm2``/``dpm3`` (DPM-Solver++),
+        ``heun`` (EDM) or ``adaptive`` (Tsit5).
 
         A class-conditional model draws labels uniformly unless ``labels``
         (``[num_samples]``) are given, and guides with
-        ``sample.guidance_scale``. ``x_T`` fixes the starting noise;
-        ``keep_path`` also returns every step's ``x`` (in the data's range),
-        ``[steps, num_samples, ...]``.
+        ``sample.guidance_scale``. ``x_T`` fixes the starting noise (unit
+        scale; the path's prior scale is applied here); ``keep_path`` also
+        returns every step's ``x`` (in the data's range), ``[steps,
+        num_samples, ...]``; ``with_nfe`` returns ``(samples, {'nfe':
+        ...})``, the sampler's network evaluations per sample.
         """
-        s, d = self.config.sample, self.config.diffusion
-        sampler = sampler or s.sampler
-        check_choice("sampler", sampler, SAMPLERS)
+        name, steps = parse_sampler(sampler or self.config.sample.sampler,
+                                    self.sampler_names)
+        steps = steps or self.config.sample.steps
         label_rng, noise_rng, start_rng = jax.random.split(rng, 3)
         if self.num_classes and labels is None:
             labels = jax.random.randint(label_rng, (num_samples,), 0,
                                         self.num_classes)
-        denoise = self.denoiser(params, labels, self.guidance_scale)
         shape = (num_samples,) + self.shape
         if x_T is None:  # Drawn here so that its batch is data-parallel.
             x_T = jax.random.normal(start_rng, shape)
-        x_T = step_lib.shard_batch_axis(x_T)
-        # Points have no fixed range to clip to.
-        clip = s.clip and self.field == "image"
-        common = dict(prediction=d.prediction, clip=clip, x_T=x_T,
-                      keep_path=keep_path)
-        if sampler == "ddpm":
-            out = diff.ddpm_sample(denoise, self.schedule, shape, noise_rng,
-                                   variance=d.variance, **common)
-        else:
-            out = diff.ddim_sample(denoise, self.schedule, shape, noise_rng,
-                                   num_steps=s.ddim_steps, eta=s.eta, **common)
+        x_T = step_lib.shard_batch_axis(x_T * self.path.prior_std)
+        out = self.run_sampler(name, params, labels, x_T, noise_rng, steps, keep_path)
         if keep_path:
             return self.from_model(out[0]), self.from_model(out[1])
-        return self.from_model(out)
+        x, nfe = out
+        x = self.from_model(x)
+        if with_nfe:
+            return x, {"nfe": jnp.broadcast_to(jnp.asarray(nfe, jnp.float32),
+                                               (num_samples,))}
+        return x
 
     def sample_fn(self, params, rng, num_samples):
         return self.sample(params, rng, num_samples)
 
     def sample_quality_samplers(self, final: bool) -> dict:
         """``sample.sampler`` (metric keys ``eval/...``) and, at the end,
-        each of ``eval.compare_samplers`` (``eval/<name>/...``)."""
-        samplers = {"": self.sample_fn}
+        each of ``eval.compare_samplers`` (``eval/<name>/...``, ``name:steps``
+        written ``name_steps``); each also reports its ``nfe``."""
+        samplers = {"": lambda p, r, n: self.sample(p, r, n, with_nfe=True)}
         if final:
-            for name in self.config.eval.compare_samplers:
-                if name != self.config.sample.sampler:
-                    samplers[name] = (
-                        lambda p, r, n, name=name: self.sample(p, r, n, name))
+            for spec in self.config.eval.compare_samplers:
+                if spec != self.config.sample.sampler:
+                    samplers[spec.replace(":", "_")] = (
+                        lambda p, r, n, spec=spec: self.sample(p, r, n, spec,
+                                                               with_nfe=True))
         return samplers
 
     # ------------------------------------------------------------------

@@ -60,7 +60,7 @@ The same machine with other jobs running measured 16-19 ms per step and a
 peak of 80-105 GFLOP/s: compare numbers from quiet runs only.
 
 ``--sampling=N`` also times each of the task's samplers on N samples (for
-a diffusion model: DDIM with ``sample.ddim_steps``, and ancestral DDPM when
+a diffusion model: DDIM with ``sample.steps``, and ancestral DDPM when
 ``eval.compare_samplers`` lists ``ddpm``), compiled ahead, from the initial
 parameters (the cost does not depend on their values), and prints each
 time with its ratio to the first.

@@ -114,24 +114,33 @@ def sample_quality_metrics(run: Run, params, protocol, num_samples: int, *,
     Samples are drawn in chunks of ``protocol.batch_size`` from a key of
     their own, so the numbers depend on ``config.seed`` and the protocol
     only; every sampler gets the same keys. ``eval/<name>/sample_seconds``
-    is each sampler's drawing time, compilation excluded. ``final`` is
-    passed to ``task.sample_quality_samplers``.
+    is each sampler's drawing time, compilation excluded; a sampler that
+    returns ``(samples, extras)`` also reports each extra's mean (e.g.
+    ``nfe``). ``final`` is passed to ``task.sample_quality_samplers``.
     """
     chunk = min(protocol.batch_size, num_samples)
     key = run.key("sample_quality")
     cache_dir = run.config.data.get("data_dir") or default_data_dir()
     out = {}
     for name, sample_fn in run.task.sample_quality_samplers(final).items():
-        fn = compiled_sampler(run, params, name, sample_fn, chunk, key)
+        # Cached apart from draw()'s sample_fn: these may return extras.
+        fn = compiled_sampler(run, params, f"quality/{name}", sample_fn, chunk, key)
         t0 = time.perf_counter()
-        parts = [as_host(fn(params, jax.random.fold_in(key, i)))
-                 for i in range(-(-num_samples // chunk))]
+        outs = [jax.device_get(fn(params, jax.random.fold_in(key, i)))
+                for i in range(-(-num_samples // chunk))]
         seconds = time.perf_counter() - t0
-        samples = np.concatenate(parts)[:num_samples]
+        # A sampler may return (samples, {name: per-sample values}), e.g. its
+        # number of network evaluations, reported as their mean.
+        extras = [o[1] for o in outs] if isinstance(outs[0], tuple) else []
+        samples = np.concatenate([as_host(o[0] if extras else o)
+                                  for o in outs])[:num_samples]
         result = sample_quality.evaluate_samples(
             samples, run.dataset, protocol, os.path.expanduser(cache_dir),
             seed=run.config.seed)
         result["sample_seconds"] = seconds
+        for k in (extras[0] if extras else {}):
+            values = np.concatenate([np.asarray(e[k]).reshape(-1) for e in extras])
+            result[k] = float(np.mean(values[:num_samples]))
         prefix = f"eval/{name}/" if name else "eval/"
         out.update({f"{prefix}{k}": float(v) for k, v in sorted(result.items())})
     return out

@@ -1,0 +1,204 @@
+"""The denoising diffusion GAN task (Xiao, Kreis & Vahdat 2022): a GAN per
+denoising step of a T-step diffusion, trained with the GAN task's two-player
+update, sampled in T network calls.
+
+Each training step draws a step index ``i`` per example and a real pair
+``(x_i, x_{i+1})`` from the forward process; the generator (the diffusion
+task's U-Net with a latent input) turns ``x_{i+1}`` and a latent into a clean
+image ``x_0'``, and ``x_i'`` is drawn from ``q(x_i | x_{i+1}, x_0')``. The
+discriminator ``D(x_i, x_{i+1}, i)`` is trained on real against generated
+pairs with the configured adversarial loss and an R1 penalty on the real
+``x_i``. Evaluation reports ``D`` on real and generated pairs of the test
+split and the shared sample-quality metrics of T-call sampling (with its
+``nfe``); the figure shows the T denoising steps of a few samples.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from genjax.config import ConfigError, check_choice
+from genjax.models import ddgan as ddgan_models
+from genjax.models import unet as unet_lib
+from genjax.objectives import adversarial
+from genjax.objectives import ddgan as ddgan_obj
+from genjax.objectives import diffusion as diff
+from genjax.tasks import gan
+from genjax.tasks.base import Task
+from genjax.train import step as step_lib
+
+
+def base_config(data_name: str) -> ml_collections.ConfigDict:
+    """The config keys of every denoising-diffusion-GAN experiment (Xiao et
+    al.'s CIFAR-10 choices where they carry over)."""
+    config = gan.base_config(data_name)
+    m = config.model = ml_collections.ConfigDict()
+    # The generator: the diffusion task's U-Net with a latent input.
+    m.channels = 32
+    m.channel_mults = (1, 2, 2)
+    m.num_res_blocks = 1
+    m.attention_resolutions = ()
+    m.dropout = 0.0
+    m.num_groups = 8
+    m.latents = 100
+    # The discriminator: base width and downsampling levels.
+    m.d_features = 32
+    m.d_levels = 2
+    d = config.ddgan = ml_collections.ConfigDict()
+    d.num_steps = 4  # T, the generator's calls per sample
+    d.beta_min, d.beta_max = 0.1, 20.0  # the VP schedule's discretisation
+    g = config.gan
+    g.r1_gamma = 0.02
+    g.loss = "non_saturating"
+    t = config.train
+    t.learning_rate = 1.6e-4  # the generator's
+    g.d_learning_rate = 1.25e-4
+    t.b1, t.b2 = 0.5, 0.9
+    t.ema_decay = 0.999
+    return config
+
+
+class DDGANTask(gan.GANTask):
+    """The denoising diffusion GAN on images."""
+
+    def __init__(self, config, dataset_info):  # pylint: disable=super-init-not-called
+        Task.__init__(self, config, dataset_info)
+        if dataset_info.kind != "image":
+            raise ConfigError(
+                f"the denoising diffusion GAN needs an image dataset; data.name="
+                f"{config.data.name!r} is of kind {dataset_info.kind!r}")
+        m, d, g = config.model, config.ddgan, config.gan
+        check_choice("gan.loss", g.loss, adversarial.LOSSES)
+        if d.num_steps < 1:
+            raise ConfigError(f"ddgan.num_steps={d.num_steps} must be at least 1")
+        if not 0.0 < d.beta_min < d.beta_max:
+            raise ConfigError(f"ddgan.beta_min={d.beta_min}, beta_max={d.beta_max}: "
+                              "need 0 < beta_min < beta_max")
+        if g.r1_gamma < 0:
+            raise ConfigError(f"gan.r1_gamma={g.r1_gamma} must be >= 0")
+        if g.n_disc < 1:
+            raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
+        if m.latents < 1:
+            raise ConfigError(f"model.latents={m.latents} must be at least 1")
+        self.image_shape = tuple(dataset_info.element_spec["image"])
+        self.schedule = diff.make_schedule("vp", d.num_steps, d.beta_min, d.beta_max)
+        self.generator = unet_lib.UNet(
+            channels=m.channels, channel_mults=tuple(m.channel_mults),
+            num_res_blocks=m.num_res_blocks,
+            attention_resolutions=tuple(m.attention_resolutions), dropout=m.dropout,
+            num_groups=m.num_groups)
+        self.discriminator = ddgan_models.PairDiscriminator(m.d_features, m.d_levels)
+        try:  # A side the levels cannot halve is a config problem.
+            jax.eval_shape(lambda: self.generator.init(
+                jax.random.key(0), jnp.zeros((1,) + self.image_shape), jnp.zeros((1,)),
+                None, jnp.zeros((1, m.latents)), train=False))
+        except ValueError as e:
+            raise ConfigError(f"data.name={config.data.name!r}: {e}") from None
+
+    # ------------------------------------------------------------------
+    # The two networks.
+
+    def latent(self, rng, num: int):
+        return jax.random.normal(rng, (num, self.config.model.latents))
+
+    def generator_fn(self, g_params):
+        """``(x_next, i, key) -> x_0'`` in [-1, 1]."""
+        def fn(x_next, i, key):
+            z = self.latent(key, x_next.shape[0])
+            out = self.generator.apply({"params": g_params}, x_next,
+                                       i.astype(jnp.float32), None, z, train=False)
+            return jnp.tanh(out)
+        return fn
+
+    def d_logits(self, d_params, x_prev, x_next, i):
+        return self.discriminator.apply({"params": d_params}, x_prev, x_next, i)
+
+    def init_params(self, rng, example_batch):
+        g_rng, d_rng = jax.random.split(rng)
+        x = jnp.zeros((1,) + self.image_shape, jnp.float32)
+        t = jnp.zeros((1,), jnp.float32)
+        g_vars = self.generator.init(g_rng, x, t, None,
+                                     jnp.zeros((1, self.config.model.latents)),
+                                     train=False)
+        d_vars = self.discriminator.init(d_rng, x, x, t)
+        return {"generator": dict(g_vars), "discriminator": dict(d_vars)}
+
+    # ------------------------------------------------------------------
+    # The two players' losses.
+
+    def _pairs(self, g_params, batch, rng):
+        """Real and generated pairs for one batch: ``(x_prev, x_next,
+        fake_prev, i)``."""
+        i_rng, real_rng, fake_rng = jax.random.split(rng, 3)
+        x0 = batch["image"] * 2.0 - 1.0
+        i = jax.random.randint(i_rng, (x0.shape[0],), 0, self.schedule.num_steps)
+        x_prev, x_next = ddgan_obj.real_pair(self.schedule, x0, i, real_rng)
+        fake_prev, _ = ddgan_obj.fake_pair(self.generator_fn(g_params), self.schedule,
+                                           x_next, i, fake_rng)
+        return x_prev, x_next, fake_prev, i
+
+    def d_loss_fn(self, d_params, g_params, model_state, batch, rng):
+        x_prev, x_next, fake_prev, i = self._pairs(g_params, batch, rng)
+        fake_prev = jax.lax.stop_gradient(fake_prev)
+        real_logits = self.d_logits(d_params, x_prev, x_next, i)
+        fake_logits = self.d_logits(d_params, fake_prev, x_next, i)
+        loss, metrics = adversarial.discriminator_loss(self.config.gan.loss,
+                                                       real_logits, fake_logits)
+        gamma = self.config.gan.r1_gamma
+        if gamma > 0:
+            r1 = adversarial.r1_penalty(
+                lambda x: self.d_logits(d_params, x, x_next, i), x_prev)
+            loss = loss + 0.5 * gamma * r1
+            metrics["r1"] = r1
+        return loss, (metrics, model_state)
+
+    def g_loss_fn(self, g_params, d_params, model_state, batch, rng):
+        _, x_next, fake_prev, i = self._pairs(g_params, batch, rng)
+        logits = self.d_logits(d_params, fake_prev, x_next, i)
+        loss, metrics = adversarial.generator_loss(self.config.gan.loss, logits)
+        return loss, (metrics, model_state)
+
+    # ------------------------------------------------------------------
+    # Evaluation and sampling.
+
+    def eval_fn(self, params, batch, rng, *, final):
+        """``D`` on a real and a generated pair of each test image (a random
+        step), in inference mode."""
+        del final
+        x_prev, x_next, fake_prev, i = self._pairs(params["generator"], batch, rng)
+        d = params["discriminator"]
+        return {"d_real": jax.nn.sigmoid(self.d_logits(d, x_prev, x_next, i)),
+                "d_fake": jax.nn.sigmoid(self.d_logits(d, fake_prev, x_next, i))}
+
+    def sample(self, params, rng, num_samples: int, *, keep_path: bool = False):
+        """``num_samples`` images in [0, 1] from T generator calls (and with
+        ``keep_path`` each step's images, ``[T, N, H, W, C]``)."""
+        start_rng, rng = jax.random.split(rng)
+        x_T = step_lib.shard_batch_axis(
+            jax.random.normal(start_rng, (num_samples,) + self.image_shape))
+        out = ddgan_obj.sample(self.generator_fn(params["generator"]), self.schedule,
+                               x_T, rng, keep_path=keep_path)
+        if keep_path:
+            return (out[0] + 1.0) * 0.5, (jnp.clip(out[1], -1.0, 1.0) + 1.0) * 0.5
+        return (out + 1.0) * 0.5
+
+    def sample_fn(self, params, rng, num_samples):
+        return self.sample(params, rng, num_samples)
+
+    def sample_quality_samplers(self, final):
+        del final
+        t = self.schedule.num_steps
+
+        def with_nfe(p, r, n):
+            return self.sample(p, r, n), {"nfe": jnp.full((n,), t, jnp.float32)}
+        return {"": with_nfe}
+
+    def figures(self, params, batch, rng):
+        """The T denoising steps of 8 samples, one row each."""
+        del batch
+        _, path = self.sample(params, rng, 8, keep_path=True)
+        steps = np.asarray(path).transpose(1, 0, 2, 3, 4)  # [N, T, H, W, C]
+        return {"denoising": (steps.reshape((-1,) + steps.shape[2:]), steps.shape[1])}
