@@ -45,8 +45,8 @@ def get_config(preset: str = "cpu"):
         # Xiao et al.'s CIFAR-10 recipe where it carries over: batch 64,
         # EMA 0.9999, a wider generator.
         config.model.channels = 64
-        config.model.channel_mults = (1, 2, 2, 2)
-        config.model.attention_resolutions = (14,)
+        config.model.channel_mults = (1, 2, 2)  # 28 -> 14 -> 7
+        config.model.attention_resolutions = (7,)
         config.train.batch_size = 64
         config.train.ema_decay = 0.9999
         config.train.num_steps = 400_000

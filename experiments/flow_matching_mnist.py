@@ -31,7 +31,7 @@ def get_config(preset: str = "cpu"):
         config.eval.likelihood_num_examples = 50
         # Classifier-free guidance on an interval of noise levels
         # (Kynkaanniemi et al. 2024), as ddpm_mnist's cpu preset.
-        config.sample.guidance_scale = 2.0
+        config.sample.guidance_scale = 0.75
         config.sample.guidance_interval = (1.0, 10.0)
         config.sample.steps = 20
     elif preset == "paper":
@@ -58,6 +58,39 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=score.FlowMatchingTask,
+    results=(
+        registry.Result(
+            preset="cpu",
+            metrics={"eval/classifier_score": 9.33, "eval/classifier_score_data": 9.64,
+                     "eval/classes_hit": 10, "eval/class_kl": 0.0046,
+                     "eval/fd": 10.4, "eval/fd_floor": 4.86, "eval/kid": 2.40,
+                     "eval/kid_floor": 0.49, "eval/nfe": 20,
+                     "eval/sample_seconds": 56.7,
+                     "eval/bits_per_dim": 2.001, "eval/ode_nfe": 484},
+            units={"eval/class_kl": "nats", "eval/bits_per_dim": "bits/dim",
+                   "eval/sample_seconds": "s"},
+            command="python -m experiments.flow_matching_mnist --preset=cpu "
+                    "--workdir=/tmp/flow_matching_mnist "
+                    "--config.data.manual_dir=../shared/data/mnist",
+            date="2026-12-06", host="2-core CPU, 2 devices", wall_time="15 min 52 s",
+            notes="2,200 steps of 64, the class-conditional U-Net of ddpm_mnist's "
+                  "cpu preset regressing the linear path's velocity (no loss "
+                  "weights). 1,000 samples by Euler's method in 20 steps with "
+                  "classifier-free guidance w = 0.75 at noise levels sigma/alpha in "
+                  "(1, 10]: FD 2.14 times its floor with a score of 9.33, the "
+                  "issue's bar, and at 20 network evaluations an FD well below "
+                  "ddpm_mnist's DDIM at 50 (28.2 on the 2026-12-06 re-run of the "
+                  "previous ddpm recipe). The training run sampled at w = 2 in its "
+                  "own final evaluation (score 9.46, FD 25.8); these metrics are that "
+                  "checkpoint's `--mode=eval` with this preset (132 s; training does "
+                  "not read sample.*). Its wall time includes test jobs that shared "
+                  "the host for part of the run (2.6 to 3.3 steps/s). "
+                  "`eval/bits_per_dim` is the ODE likelihood of one uniform "
+                  "dequantisation of each of the first 50 test images (Hutchinson, one "
+                  "probe, Tsit5 at 1e-5, 484 evaluations per image). `eval/loss` "
+                  "0.1957 (the velocity regression per dimension) over the test "
+                  "split."),
+    ),
 ))
 
 if __name__ == "__main__":

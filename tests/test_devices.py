@@ -48,7 +48,10 @@ def matrix(shared_data_dir, tmp_path_factory):
          # and costs a minute here; the protocol on several devices is
          # tested by test_eval_exact.py and the families' own tests.
          "--config.eval.sample_quality.num_samples=0",
-         "--config.eval.sample_quality.num_samples_during_training=0"],
+         "--config.eval.sample_quality.num_samples_during_training=0",
+         # The probability-flow likelihood on several devices is tested by
+         # test_eval_exact.py (score_toy2d on 1 to 8 devices).
+         "--config.eval.likelihood_num_examples=0"],
         devices=8, timeout=900, env={"TFDS_DATA_DIR": str(shared_data_dir)})
     rows = [json.loads(line) for line in proc.stdout.splitlines()
             if line.startswith("{")]

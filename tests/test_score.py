@@ -15,6 +15,7 @@ import pytest
 from conftest import assert_one_error_line, read_json, run_cli, set_overrides
 from experiments import flow_matching_mnist, score_sde_mnist, score_toy2d
 from genjax import data as data_lib
+from genjax.objectives import samplers
 from genjax.objectives import sde as sde_lib
 from genjax.train import loop
 
@@ -87,7 +88,7 @@ def test_guidance_applies_only_inside_its_interval(score_run):
     assert not np.allclose(cond[1], uncond[1])
 
 
-def test_flow_matching_trains_and_samples_with_euler_and_the_shared_samplers(
+def test_flow_matching_trains_samples_and_reflows(
         shared_data_dir, tmp_path):
     config = _digits(flow_matching_mnist, shared_data_dir,
                      **{"eval.compare_samplers": ("dpm2:3",)})
@@ -96,6 +97,30 @@ def test_flow_matching_trains_and_samples_with_euler_and_the_shared_samplers(
     assert final["eval/nfe"] == 5 and final["eval/dpm2_3/nfe"] == 3
     assert np.isfinite(final["eval/fd"]) and np.isfinite(final["eval/dpm2_3/fd"])
     assert 0 < final["eval/bits_per_dim"] < 16
+
+    # One reflow round (rectified flow): a new run starts from the first
+    # run's weights and trains on the pairs its ODE draws.
+    reflow = set_overrides(config.copy_and_resolve_references(), {
+        "flow_matching.reflow_from": str(tmp_path / "wd"),
+        "flow_matching.reflow_sampler": "euler:3", "train.num_steps": 5,
+        "train.eval_every": 5, "train.checkpoint_every": 5,
+        "eval.sample_quality.num_samples": 0, "eval.likelihood_num_examples": 0})
+    make_task = flow_matching_mnist.EXPERIMENT.make_task
+    run = loop.build(reflow, str(tmp_path / "reflow"), make_task)
+    teacher = run.task.teacher
+    start = run.init_state_fn()
+    run.checkpointer.close()
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)),
+                                     teacher, jax.device_get(start.params)))
+    batch = {"image": np.zeros((4, 8, 8, 1), np.float32), "label": np.arange(4)}
+    noise, image = run.task.reflow_pairs(None, jax.random.key(0), (4, 8, 8, 1))
+    x0_fn = run.task.x0_fn(teacher)
+    again, _ = samplers.ddim(x0_fn, run.task.path, noise, num_steps=3)
+    np.testing.assert_allclose(image, again, rtol=1e-5, atol=1e-5)
+    loss, _ = run.task.loss_fn(start.params, batch, jax.random.key(1))
+    assert np.isfinite(float(loss))
+    after = loop.train_and_evaluate(reflow, str(tmp_path / "reflow"), make_task)
+    assert np.isfinite(after["eval/loss"])
 
 
 def test_sliced_score_matching_trains_the_toy_and_langevin_samples_it(tmp_path):
@@ -143,6 +168,10 @@ def test_sliced_and_denoising_score_matching_differ_by_a_constant():
     ("flow_matching_mnist", "--config.sample.sampler=em", "sample.sampler='em'"),
     ("flow_matching_mnist", "--config.eval.likelihood_probes=0",
      "eval.likelihood_probes=0"),
+    ("flow_matching_mnist", "--config.flow_matching.reflow_from=/nonexistent/run",
+     "flow_matching.reflow_from='/nonexistent/run'"),
+    ("flow_matching_mnist", "--config.flow_matching.reflow_sampler=em:3",
+     "flow_matching.reflow_sampler='em'"),
 ])
 def test_config_mistakes_exit_2_and_write_nothing(experiment, override, named, tmp_path,
                                                   capsys):

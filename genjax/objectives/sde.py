@@ -120,7 +120,7 @@ def perturb(sde: SDE, x0, t, noise):
 
 
 def dsm_loss(score_fn, sde: SDE, x0, rng, *, eps: float = 1e-5,
-             likelihood_weighting: bool = False):
+             likelihood_weighting: bool = False, min_snr_gamma: float = 0.0):
     """Denoising score matching over a continuum of noise levels, per example.
 
     ``t ~ U[eps, 1]``, ``x_t = mean x_0 + std z``; the score of the kernel is
@@ -128,6 +128,9 @@ def dsm_loss(score_fn, sde: SDE, x0, rng, *, eps: float = 1e-5,
     eq. 7, the default) the loss is ``||std s(x_t, t) + z||^2``, of the same
     scale at every t; ``likelihood_weighting`` uses ``lambda = g(t)^2``
     (Song et al. 2021b), which bounds the negative log-likelihood.
+    ``min_snr_gamma`` > 0 multiplies the ``std^2`` weighting by Min-SNR's
+    ``min(SNR, gamma) / SNR`` with ``SNR = mean^2 / std^2`` (Hang et al.
+    2023; the weight on the implied x0 error is ``min(SNR, gamma)``).
     ``score_fn(x, t)`` takes ``t [B]``. Returns ``[B]`` (summed over
     dimensions).
     """
@@ -144,7 +147,12 @@ def dsm_loss(score_fn, sde: SDE, x0, rng, *, eps: float = 1e-5,
         residual = (score + z / std_b) ** 2 * g2
     else:
         residual = (std_b * score + z) ** 2
-    return residual.reshape(b, -1).sum(axis=1)
+    loss = residual.reshape(b, -1).sum(axis=1)
+    if min_snr_gamma > 0 and not likelihood_weighting:
+        mean, _ = sde.marginal(t)
+        snr = (mean / std) ** 2
+        loss = loss * jnp.minimum(snr, min_snr_gamma) / snr
+    return loss
 
 
 # ---------------------------------------------------------------------------

@@ -66,6 +66,10 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     # perturbed data, Song et al. 2019, one projection per example)
     p.objective = "dsm"
     p.likelihood_weighting = False  # lambda = g^2 instead of std^2 (dsm)
+    # dsm's weights: none (lambda = std^2) | min_snr (times min(SNR, gamma)
+    # / SNR, Hang et al. 2023)
+    p.loss_weighting = "none"
+    p.min_snr_gamma = 5.0
     p.label_dropout = 0.1  # classifier-free guidance's null-label rate
     p.snr = 0.16  # predictor-corrector's Langevin signal-to-noise ratio
     # NCSN's annealed Langevin dynamics (sampler "langevin", VE only):
@@ -81,6 +85,13 @@ def flow_matching_config(data_name: str) -> ml_collections.ConfigDict:
     p = config.flow_matching = ml_collections.ConfigDict()
     p.label_dropout = 0.1
     p.t_min = 1e-3  # the samplers' path runs on [t_min, 1 - t_min]
+    # Rectified flow's reflow (Liu et al. 2023): the workdir of a finished
+    # flow-matching run of the same model; the new run starts from its
+    # weights and regresses the straight line from each noise to the image
+    # that run's ODE draws from it (with reflow_sampler), not to a data
+    # image. "": ordinary flow matching.
+    p.reflow_from = ""
+    p.reflow_sampler = "dpm2:10"
     config.sample.sampler = "euler"
     return config
 
@@ -105,6 +116,10 @@ class ScoreSDETask(diffusion.DiffusionTask):
         p = self.config.sde
         check_choice("sde.kind", p.kind, sde_lib.KINDS)
         check_choice("sde.objective", p.objective, ("dsm", "ssm"))
+        check_choice("sde.loss_weighting", p.loss_weighting, ("none", "min_snr"))
+        if p.loss_weighting == "min_snr" and (p.likelihood_weighting or p.min_snr_gamma <= 0):
+            raise ConfigError("sde.loss_weighting='min_snr' needs sde.likelihood_weighting="
+                              f"False and sde.min_snr_gamma > 0 (got {p.min_snr_gamma})")
         specs = (self.config.sample.sampler,) + tuple(self.config.eval.compare_samplers)
         if p.kind != "ve" and any(str(x).partition(":")[0] == "langevin" for x in specs):
             raise ConfigError(f"sampler 'langevin' (NCSN's annealed Langevin) needs "
@@ -173,8 +188,10 @@ class ScoreSDETask(diffusion.DiffusionTask):
         p = self.config.sde
         score = self.score_fn(params, labels, rng=dropout_rng)
         if p.objective == "dsm":
+            gamma = p.min_snr_gamma if p.loss_weighting == "min_snr" else 0.0
             loss = sde_lib.dsm_loss(score, self.sde, x0, rng, eps=p.train_eps,
-                                    likelihood_weighting=p.likelihood_weighting)
+                                    likelihood_weighting=p.likelihood_weighting,
+                                    min_snr_gamma=gamma)
         else:
             t_rng, z_rng, v_rng = jax.random.split(rng, 3)
             t = jax.random.uniform(t_rng, (x0.shape[0],), minval=p.train_eps, maxval=1.0)
@@ -337,6 +354,45 @@ class FlowMatchingTask(ScoreSDETask):
             raise ConfigError(f"flow_matching.t_min={p.t_min} must be in (0, 0.5)")
         self._check_eval()
         self.path = samplers_lib.LinearPath(p.t_min, 1.0 - p.t_min)
+        name, steps = diffusion.parse_sampler(
+            p.reflow_sampler, ("ddim", "dpm2", "dpm3", "heun", "euler"),
+            "flow_matching.reflow_sampler")
+        self.reflow = ("ddim" if name == "euler" else name,
+                       steps or self.config.sample.steps)
+        self.teacher = None
+        if p.reflow_from:
+            self.teacher = self._load_teacher(p.reflow_from)
+
+    def _load_teacher(self, workdir: str):
+        """The inference parameters of the flow-matching run in ``workdir``
+        (the same model config), on the host."""
+        # pylint: disable=import-outside-toplevel
+        from genjax.train import checkpoint as ckpt_lib
+        from genjax.train import modes
+        config = self.config.copy_and_resolve_references()
+        config.flow_matching.reflow_from = ""
+        try:
+            run, step, params = modes.restore_for_inference(config, workdir, type(self))
+        except ckpt_lib.CheckpointError as e:
+            raise ConfigError(f"flow_matching.reflow_from={workdir!r}: {e}") from None
+        run.checkpointer.close()
+        self.teacher_step = step
+        return jax.device_get(params)
+
+    def init_params(self, rng, example_batch):
+        """A reflow run starts from its teacher's weights."""
+        if self.teacher is not None:
+            return jax.tree.map(jnp.asarray, self.teacher)
+        return super().init_params(rng, example_batch)
+
+    def reflow_pairs(self, labels, rng, shape):
+        """``(noise, image)`` pairs of the teacher's ODE for ``labels`` (the
+        null label, unguided, where dropped), without gradients."""
+        z = jax.random.normal(rng, shape)
+        name, steps = self.reflow
+        x0_fn = self.x0_fn(self.teacher, labels)
+        image, _ = samplers_lib.SAMPLERS[name](x0_fn, self.path, z, num_steps=steps)
+        return z, jax.lax.stop_gradient(image)
 
     def model_sigma_tilde(self, t_model):
         return self.path.sigma_tilde(1.0 - t_model / 999.0)  # t = 1 - tau
@@ -353,6 +409,18 @@ class FlowMatchingTask(ScoreSDETask):
     def per_example_loss(self, params, x0, labels, rng, dropout_rng=None):
         v = self.velocity_fn(params, labels, rng=dropout_rng)
         return fm.flow_matching_loss(v, x0, rng) / self.num_dims
+
+    def loss_fn(self, params, batch, rng):
+        """Flow matching on the data, or (reflow) on the teacher's pairs."""
+        if self.teacher is None:
+            return super().loss_fn(params, batch, rng)
+        label_rng, drop_rng, pair_rng, loss_rng = jax.random.split(rng, 4)
+        labels = self._train_labels(batch, label_rng)
+        shape = batch[self.field].shape
+        noise, image = self.reflow_pairs(labels, pair_rng, shape)
+        v = self.velocity_fn(params, labels, rng=drop_rng)
+        loss = fm.flow_matching_loss(v, image, loss_rng, noise=noise) / self.num_dims
+        return jnp.mean(loss), {}
 
     def ode_velocity(self, params):
         return self.network(params, self.null_labels(1))
