@@ -83,6 +83,33 @@ EXPERIMENT = registry.register(registry.Experiment(
     get_config=get_config,
     presets=PRESETS,
     make_task=score.ScoreSDETask,
+    results=(
+        registry.Result(
+            preset="cpu",
+            summary="eight_gaussians, one network sampled five ways",
+            metrics={"eval/energy_distance": 0.0022, "eval/energy_distance_floor": 0.0012,
+                     "eval/classes_hit": 8, "eval/nfe": 20,
+                     "eval/langevin_50/energy_distance": 0.0017,
+                     "eval/langevin_50/nfe": 1001,
+                     "eval/em_500/energy_distance": 0.0036,
+                     "eval/pc_250/energy_distance": 0.0113,
+                     "eval/adaptive/energy_distance": 0.0023, "eval/adaptive/nfe": 127.3,
+                     "eval/ode_nll": 1.212},
+            units={"eval/ode_nll": "nats/point"},
+            command="python -m experiments.score_toy2d --workdir=/tmp/score_toy2d",
+            date="2026-12-06", host="2-core CPU", wall_time="33.5 s",
+            notes="5,000 steps of 256 by denoising score matching on the VE SDE "
+                  "(sigma 0.01 to 10), an MLP of 3 layers of 128. 2,000 samples of "
+                  "each sampler against 2,000 test points: DPM-Solver++ with 20 "
+                  "evaluations (`eval/...`), NCSN's annealed Langevin dynamics over "
+                  "50 levels of 20 moves (`langevin_50`, the closest to the data), "
+                  "reverse-SDE Euler-Maruyama in 500 steps, predictor-corrector in "
+                  "250 (snr 0.05; at Song et al.'s 0.16 its energy distance was "
+                  "0.078, the 2-D norms setting its step being noisy) and the "
+                  "adaptive probability-flow ODE; all hit the 8 modes, class KL "
+                  "0.0012 to 0.0027. `eval/ode_nll` is the ODE likelihood of 500 "
+                  "test points (the mixture's entropy is about 0.986 nats)."),
+    ),
 ))
 
 if __name__ == "__main__":

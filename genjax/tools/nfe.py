@@ -7,8 +7,9 @@ every sampler on trained diffusion-like models, under the shared protocol.
         [--config.KEY=VALUE ...]
 
 Each positional ``EXPERIMENT=WORKDIR`` names a finished run (its latest
-checkpoint, restored with the ``--preset`` recipe and the data settings
-saved in ``WORKDIR/config.json``). Every sampler is judged at every NFE:
+checkpoint, restored with the data, model and process settings saved in
+``WORKDIR/config.json`` and the ``--preset`` recipe's sampling settings,
+guidance included, as ``--mode=eval`` uses them). Every sampler is judged at every NFE:
 ``ddim:N``, ``dpm2:N``, ``dpm3:N`` (N evaluations), ``heun`` with ``(N +
 1) // 2`` noise levels (``2 levels - 1`` evaluations), the score SDE's
 ``em:N-1`` (one more for the final denoising), and ``adaptive`` once (its
@@ -82,10 +83,12 @@ def restore(name: str, workdir: str, preset: str, num_samples: int,
     config = exp.get_config(preset)
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
         saved = json.load(f)
-    # The run's own data, model, process and sampling settings (whatever
-    # overrides it was trained with); evaluation follows this tool.
+    # The run's own data, model and process settings (whatever overrides it
+    # was trained with); sampling follows the preset and the overrides, as
+    # --mode=eval does, and evaluation follows this tool.
     for section, values in saved.items():
-        if section not in ("eval", "train") and isinstance(values, dict) and section in config:
+        if (section not in ("eval", "train", "sample") and isinstance(values, dict)
+                and section in config):
             _update(config[section], values)
     config.eval.compare_samplers = ()
     config.eval.sample_quality.num_samples = num_samples
