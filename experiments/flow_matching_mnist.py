@@ -13,39 +13,23 @@ its network evaluations (``nfe``). Offline:
 """
 
 from genjax import cli, registry
-from genjax.tasks import diffusion, score
+from genjax.tasks import score
 
 PRESETS = ("smoke", "cpu", "paper")
 
 
 def get_config(preset: str = "cpu"):
     """The recipe for ``preset``: smoke (seconds), cpu (~15 min), paper."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     config = score.flow_matching_config("mnist")
-    config.model.attention_resolutions = (7,)
-    config.eval.batch_size = 100
-    config.sample.num_samples = 100
-    if preset == "smoke":
-        score.smoke_preset(config)
-    elif preset == "cpu":
-        diffusion.cpu_preset(config, num_steps=2200)
-        config.eval.likelihood_num_examples = 50
-        # Classifier-free guidance on an interval of noise levels
-        # (Kynkaanniemi et al. 2024), as ddpm_mnist's cpu preset.
+    score.mnist_preset(config, preset)
+    if preset == "cpu":
         config.sample.guidance_scale = 0.75
-        config.sample.guidance_interval = (1.0, 10.0)
         config.sample.steps = 20
     elif preset == "paper":
-        # Lipman et al.'s image models are U-Nets of Dhariwal & Nichol's
-        # family; Ho et al.'s U-Net at 28x28 as ddpm_mnist's paper preset.
-        config.model.channels = 128
-        config.train.batch_size = 128
-        config.train.num_steps = 800_000
-        config.train.log_every = 1000
-        config.train.eval_every = 50_000
-        config.train.checkpoint_every = 10_000
+        # Lipman et al.'s image models are U-Nets of Dhariwal & Nichol's family.
         config.eval.compare_samplers = ("adaptive", "dpm2:10")
-    else:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     return config
 
 

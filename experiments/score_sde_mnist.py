@@ -18,39 +18,23 @@ dequantised test images (Hutchinson's estimator, adaptive Tsit5).
 """
 
 from genjax import cli, registry
-from genjax.tasks import diffusion, score
+from genjax.tasks import score
 
 PRESETS = ("smoke", "cpu", "paper")
 
 
 def get_config(preset: str = "cpu"):
     """The recipe for ``preset``: smoke (seconds), cpu (~15 min), paper."""
-    config = score.base_config("mnist")
-    config.model.attention_resolutions = (7,)
-    config.eval.batch_size = 100
-    config.sample.num_samples = 100
-    if preset == "smoke":
-        score.smoke_preset(config)
-    elif preset == "cpu":
-        diffusion.cpu_preset(config, num_steps=2200)
-        config.sde.loss_weighting = "min_snr"  # as ddpm_mnist's cpu preset
-        config.eval.likelihood_num_examples = 50
-        # Classifier-free guidance on an interval of noise levels
-        # (Kynkaanniemi et al. 2024), as ddpm_mnist's cpu preset.
-        config.sample.guidance_scale = 1.25
-        config.sample.guidance_interval = (1.0, 10.0)
-    elif preset == "paper":
-        # Song et al. 2021's DDPM++ (VP, continuous) is a CIFAR-10 network;
-        # Ho et al.'s U-Net at 28x28 as ddpm_mnist's paper preset.
-        config.model.channels = 128
-        config.train.batch_size = 128
-        config.train.num_steps = 800_000
-        config.train.log_every = 1000
-        config.train.eval_every = 50_000
-        config.train.checkpoint_every = 10_000
-        config.eval.compare_samplers = ("pc:1000", "adaptive")
-    else:
+    if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    config = score.base_config("mnist")
+    score.mnist_preset(config, preset)
+    if preset == "cpu":
+        config.sde.loss_weighting = "min_snr"  # as ddpm_mnist's cpu preset
+        config.sample.guidance_scale = 1.25
+    elif preset == "paper":
+        # Song et al. 2021's DDPM++ (VP, continuous) is a CIFAR-10 network.
+        config.eval.compare_samplers = ("pc:1000", "adaptive")
     return config
 
 
