@@ -11,6 +11,7 @@ import pytest
 
 from conftest import assert_one_error_line, run_cli, set_overrides
 from experiments import ddgan_mnist
+from genjax.models import ddgan as ddgan_models
 from genjax.objectives import ddgan
 from genjax.objectives import diffusion as diff
 from genjax.train import loop
@@ -58,6 +59,45 @@ def test_sampling_with_the_exact_generator_draws_the_data_distribution():
     assert float(x.std()) == pytest.approx(s, rel=0.01)
 
 
+def test_minibatch_stddev_is_each_groups_spread():
+    """Groups of consecutive examples (the largest divisor of the batch up
+    to the group size): identical examples give 0, and each example carries
+    its own group's mean standard deviation."""
+    same = jnp.ones((8, 2, 2, 3))
+    np.testing.assert_allclose(ddgan_models.minibatch_stddev(same, 4), 0.0, atol=1e-3)
+    h = jnp.arange(6, dtype=jnp.float32).reshape(6, 1, 1, 1)  # 6: groups of 3
+    got = np.asarray(ddgan_models.minibatch_stddev(h, 4))[:, 0, 0, 0]
+    want = np.repeat([np.std([0.0, 1, 2]), np.std([3.0, 4, 5])], 3)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_the_discriminator_sees_a_collapsed_generator_only_with_minibatch_stddev():
+    """A batch of one repeated image and a batch of varied ones, with the
+    same mean: without the minibatch feature the logits of the repeated
+    image cannot depend on the rest of its batch; with it they do."""
+    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
+    t = jnp.zeros((8,))
+    for std, moves in ((0, False), (4, True)):
+        d = ddgan_models.PairDiscriminator(features=4, num_levels=1, minibatch_std=std)
+        params = d.init(jax.random.key(1), x, x, t)
+        one = d.apply(params, jnp.repeat(x[:1], 8, 0), jnp.repeat(x[:1], 8, 0), t)[0]
+        mixed = d.apply(params, x.at[1:].set(-x[1:]), x, t)[0]  # example 0 alike
+        assert (abs(float(one - mixed)) > 1e-6) == moves, std
+
+
+def test_the_networks_tell_the_four_steps_apart():
+    """The step index reaches the networks spread over the diffusion
+    models' [0, 1000) range, one step every 250."""
+    task = ddgan_mnist.EXPERIMENT.make_task(ddgan_mnist.get_config("smoke"),
+                                            _DigitsInfo())
+    np.testing.assert_allclose(task.embed_step(jnp.arange(4)), [125, 375, 625, 875])
+
+
+class _DigitsInfo:
+    kind = "image"
+    element_spec = {"image": (8, 8, 1)}
+
+
 def test_a_ddgan_run_trains_samples_in_four_calls_and_draws_its_steps(
         shared_data_dir, tmp_path):
     config = set_overrides(ddgan_mnist.get_config("smoke"), {
@@ -74,6 +114,7 @@ def test_a_ddgan_run_trains_samples_in_four_calls_and_draws_its_steps(
     ("--config.ddgan.num_steps=0", "ddgan.num_steps=0"),
     ("--config.gan.loss=wasserstein", "gan.loss='wasserstein'"),
     ("--config.ddgan.beta_min=30.0", "ddgan.beta_min=30.0"),
+    ("--config.model.d_minibatch_std=-1", "model.d_minibatch_std=-1"),
 ])
 def test_config_mistakes_exit_2_and_write_nothing(override, named, tmp_path, capsys):
     workdir = tmp_path / "wd"

@@ -20,10 +20,17 @@ class PairDiscriminator(nn.Module):
     (LeakyReLU 0.2, the step's embedding added after the first) and a
     stride-2 one, then a dense logit over the flattened features (the
     time-conditioned discriminator of Xiao et al., without their
-    anti-aliased downsampling)."""
+    anti-aliased downsampling).
+
+    With ``minibatch_std`` > 0, the standard deviation of the last features
+    across groups of that many examples is appended as one more feature map
+    before the logit (the minibatch standard deviation of Karras et al.
+    2018): a generator that draws the same image whatever its input is
+    caught by it."""
 
     features: int = 32
     num_levels: int = 2
+    minibatch_std: int = 0
 
     @nn.compact
     def __call__(self, x_prev, x_next, t_B):
@@ -39,5 +46,21 @@ class PairDiscriminator(nn.Module):
             h = nn.Conv(width, (3, 3), padding="SAME", name=f"conv{level}_b")(act(h))
             h = nn.Conv(2 * width, (3, 3), strides=(2, 2), padding="SAME",
                         name=f"conv{level}_down")(act(h))
-        h = act(h).reshape(h.shape[0], -1)
+        h = act(h)
+        if self.minibatch_std:
+            h = jnp.concatenate([h, minibatch_stddev(h, self.minibatch_std)], axis=-1)
+        h = h.reshape(h.shape[0], -1)
         return nn.Dense(1, name="logit")(h)[:, 0]
+
+
+def minibatch_stddev(h_BxHxWxC, group_size: int):
+    """``[B, H, W, 1]``: for each example, the standard deviation of the
+    features across its group (consecutive examples, ``group_size`` of them
+    or the largest divisor of ``B`` below that), averaged over features and
+    positions."""
+    b = h_BxHxWxC.shape[0]
+    g = max(d for d in range(1, min(group_size, b) + 1) if b % d == 0)
+    grouped = h_BxHxWxC.reshape((b // g, g) + h_BxHxWxC.shape[1:])
+    std = jnp.sqrt(jnp.var(grouped, axis=1) + 1e-8)  # [B/g, H, W, C]
+    std = jnp.repeat(jnp.mean(std, axis=(1, 2, 3)), g)  # [B], its group's value
+    return jnp.broadcast_to(std[:, None, None, None], h_BxHxWxC.shape[:3] + (1,))
