@@ -181,13 +181,23 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key in _series(rows):
+    keys = _series(rows)
+    # One colour per sampler, one line style and marker per experiment (and
+    # tag), so that a dozen series stay apart.
+    samplers = list(dict.fromkeys(k[1] for k in keys))
+    models = list(dict.fromkeys((k[0], k[2]) for k in keys))
+    colours = plt.get_cmap("tab10").colors
+    lines, markers = ("-", "--", ":", "-."), "osD^v<>"
+    for key in keys:
         exp, sampler, tag = key
         pts = sorted((r["nfe"], r["fd"], r["classifier_score"]) for r in rows
                      if _key(r) == key)
-        style = "o" if sampler == "adaptive" else "-o"
+        m = models.index((exp, tag))
         for ax, i in zip(axes, (1, 2)):
-            ax.plot([p[0] for p in pts], [p[i] for p in pts], style, ms=4,
+            ax.plot([p[0] for p in pts], [p[i] for p in pts],
+                    ls="none" if sampler == "adaptive" else lines[m % len(lines)],
+                    marker=markers[m % len(markers)], ms=4,
+                    color=colours[samplers.index(sampler) % len(colours)],
                     label=" ".join(x for x in (exp, sampler, tag) if x))
     floor = min(r["fd_floor"] for r in rows)
     axes[0].axhline(floor, color="grey", ls=":", label="FD floor")
