@@ -218,7 +218,12 @@ def loss_weight(weighting: str, prediction: str, sched: Schedule, t: jax.Array,
     if weighting != "min_snr":
         raise ValueError(f"weighting={weighting!r}; valid: {', '.join(WEIGHTINGS)}")
     abar = sched.alphas_cumprod[t]
-    snr = abar / (1.0 - abar)
+    return min_snr_weight(abar / (1.0 - abar), gamma, prediction)
+
+
+def min_snr_weight(snr: jax.Array, gamma: float, prediction: str = "eps") -> jax.Array:
+    """Min-SNR-gamma's weight on the loss of ``prediction`` at signal-to-noise
+    ratios ``snr`` (any path: ``alpha^2 / sigma^2``); see ``loss_weight``."""
     clipped = jnp.minimum(snr, gamma)
     return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1.0)}[prediction]
 

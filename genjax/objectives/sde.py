@@ -30,6 +30,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from genjax.objectives import diffusion
+
 KINDS = ("ve", "vp", "subvp")
 
 
@@ -150,8 +152,8 @@ def dsm_loss(score_fn, sde: SDE, x0, rng, *, eps: float = 1e-5,
     loss = residual.reshape(b, -1).sum(axis=1)
     if min_snr_gamma > 0 and not likelihood_weighting:
         mean, _ = sde.marginal(t)
-        snr = (mean / std) ** 2
-        loss = loss * jnp.minimum(snr, min_snr_gamma) / snr
+        # The std^2-weighted DSM loss is the noise prediction's (eps) loss.
+        loss = loss * diffusion.min_snr_weight((mean / std) ** 2, min_snr_gamma, "eps")
     return loss
 
 

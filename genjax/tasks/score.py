@@ -27,6 +27,7 @@ import numpy as np
 from genjax import data as data_lib
 from genjax.config import ConfigError, check_choice
 from genjax.models.flows import standard_normal_log_prob
+from genjax.objectives import diffusion as diff
 from genjax.objectives import flow_matching as fm
 from genjax.objectives import likelihood
 from genjax.objectives import samplers as samplers_lib
@@ -140,7 +141,7 @@ class ScoreSDETask(diffusion.DiffusionTask):
         p = self.config.sde
         check_choice("sde.kind", p.kind, sde_lib.KINDS)
         check_choice("sde.objective", p.objective, ("dsm", "ssm"))
-        check_choice("sde.loss_weighting", p.loss_weighting, ("none", "min_snr"))
+        check_choice("sde.loss_weighting", p.loss_weighting, diff.WEIGHTINGS)
         if p.loss_weighting == "min_snr" and (p.likelihood_weighting or p.min_snr_gamma <= 0):
             raise ConfigError("sde.loss_weighting='min_snr' needs sde.likelihood_weighting="
                               f"False and sde.min_snr_gamma > 0 (got {p.min_snr_gamma})")
