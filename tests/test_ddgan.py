@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_one_error_line, run_cli, set_overrides
 from experiments import ddgan_mnist
 from genjax.models import ddgan as ddgan_models
-from genjax.objectives import ddgan
+from genjax.objectives import adversarial, ddgan
 from genjax.objectives import diffusion as diff
 from genjax.train import loop
 
@@ -98,6 +98,80 @@ class _DigitsInfo:
     element_spec = {"image": (8, 8, 1)}
 
 
+class _LabelledDigitsInfo:
+    kind = "image"
+    element_spec = {"image": (8, 8, 1), "label": ()}
+    num_classes = 10
+
+
+def test_the_projection_discriminator_reads_the_label():
+    """Class-conditional by projection: the same pair scores differently
+    under another label; labels for an unconditional discriminator, or none
+    for a conditional one, are errors."""
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    t = jnp.zeros((4,))
+    d = ddgan_models.PairDiscriminator(features=4, num_levels=1, num_classes=10)
+    params = d.init(jax.random.key(1), x, x, t, jnp.zeros((4,), jnp.int32))
+    a = d.apply(params, x, x, t, jnp.zeros((4,), jnp.int32))
+    b = d.apply(params, x, x, t, jnp.full((4,), 7, jnp.int32))
+    assert np.all(np.abs(np.asarray(a - b)) > 1e-6)
+    with pytest.raises(ValueError, match="needs labels"):
+        d.apply(params, x, x, t)
+    plain = ddgan_models.PairDiscriminator(features=4, num_levels=1)
+    with pytest.raises(ValueError, match="unconditional"):
+        plain.init(jax.random.key(1), x, x, t, jnp.zeros((4,), jnp.int32))
+
+
+def test_the_conditional_generator_follows_its_labels_and_the_recon_term_adds():
+    """Samples from one seed change with the labels asked for; the
+    generator's loss with ``ddgan.recon_weight = w`` is the adversarial loss
+    plus ``w`` times the squared error of its clean image."""
+    config = set_overrides(ddgan_mnist.get_config("smoke"),
+                           {"model.class_conditional": True, "ddgan.recon_weight": 0.5})
+    task = ddgan_mnist.EXPERIMENT.make_task(config, _LabelledDigitsInfo())
+    batch = {"image": jax.random.uniform(jax.random.key(2), (8, 8, 8, 1)),
+             "label": jnp.arange(8) % 10}
+    params = task.init_params(jax.random.key(3), batch)
+    # The U-Net's output layer starts at zero: move every weight a little.
+    leaves, tree = jax.tree.flatten(params["generator"]["params"])
+    keys = jax.random.split(jax.random.key(5), len(leaves))
+    g = jax.tree.unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape)
+                                  for p, k in zip(leaves, keys)])
+    d = params["discriminator"]["params"]
+    rng = jax.random.key(4)
+    zeros, sevens = jnp.zeros((8,), jnp.int32), jnp.full((8,), 7, jnp.int32)
+    a = task.sample({"generator": g}, rng, 8, labels=zeros)
+    b = task.sample({"generator": g}, rng, 8, labels=sevens)
+    assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+    with_recon, (metrics, _) = task.g_loss_fn(g, d, {}, batch, rng)
+    task.config.ddgan.recon_weight = 0.0
+    without, _ = task.g_loss_fn(g, d, {}, batch, rng)
+    np.testing.assert_allclose(with_recon - without, 0.5 * metrics["recon"], rtol=1e-5)
+    assert float(metrics["recon"]) > 0
+
+
+
+def test_the_r1_penalty_on_every_kth_pair():
+    """``ddgan.r1_subsample = k``: the penalty is R1 on the batch's pairs 0,
+    k, 2k, ... alone, the same pairs (and steps) as the full batch draws."""
+    config = set_overrides(ddgan_mnist.get_config("smoke"),
+                           {"model.class_conditional": True, "ddgan.r1_subsample": 2,
+                            "model.d_minibatch_std": 0})
+    task = ddgan_mnist.EXPERIMENT.make_task(config, _LabelledDigitsInfo())
+    batch = {"image": jax.random.uniform(jax.random.key(2), (8, 8, 8, 1)),
+             "label": jnp.arange(8) % 10}
+    params = task.init_params(jax.random.key(3), batch)
+    g, d = params["generator"]["params"], params["discriminator"]["params"]
+    rng = jax.random.key(4)
+    _, (metrics, _) = task.d_loss_fn(d, g, {}, batch, rng)
+    (x_prev, x_next, _, i, y), _ = task._pairs(g, batch, rng)
+    per_pair = [float(adversarial.r1_penalty(
+        lambda x, j=j: task.d_logits(d, x, x_next[j:j + 1], i[j:j + 1], y[j:j + 1]),
+        x_prev[j:j + 1])) for j in range(8)]
+    np.testing.assert_allclose(metrics["r1"], np.mean(per_pair[::2]), rtol=1e-4)
+    assert abs(np.mean(per_pair[::2]) - np.mean(per_pair)) > 1e-6
+
+
 def test_a_ddgan_run_trains_samples_in_four_calls_and_draws_its_steps(
         shared_data_dir, tmp_path):
     config = set_overrides(ddgan_mnist.get_config("smoke"), {
@@ -115,6 +189,8 @@ def test_a_ddgan_run_trains_samples_in_four_calls_and_draws_its_steps(
     ("--config.gan.loss=wasserstein", "gan.loss='wasserstein'"),
     ("--config.ddgan.beta_min=30.0", "ddgan.beta_min=30.0"),
     ("--config.model.d_minibatch_std=-1", "model.d_minibatch_std=-1"),
+    ("--config.ddgan.recon_weight=-1.0", "ddgan.recon_weight=-1.0"),
+    ("--config.ddgan.r1_subsample=0", "ddgan.r1_subsample=0"),
 ])
 def test_config_mistakes_exit_2_and_write_nothing(override, named, tmp_path, capsys):
     workdir = tmp_path / "wd"

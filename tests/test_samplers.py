@@ -63,6 +63,24 @@ def test_t_of_lambda_inverts_the_log_snr(name):
     assert np.all(np.diff(np.asarray(samplers.time_grid(path, 12, "karras"))) < 0)
 
 
+@pytest.mark.parametrize("name", sorted(PATHS))
+def test_n_evaluations_make_n_moves(name):
+    """The grid stops one interval above t_min (the last move returns the
+    data prediction there), so every evaluation moves the sample: two DDIM
+    steps are closer to the exact ODE solution than one, and the last
+    log-SNR interval is the grid's own spacing."""
+    path = PATHS[name]
+    grid = samplers.time_grid(path, 6, "logsnr")
+    lams = np.asarray(path.lam(jnp.concatenate([grid, jnp.asarray([path.t_min])])))
+    np.testing.assert_allclose(np.diff(lams), np.diff(lams).mean(), rtol=2e-3)
+    x_T = path.prior_std * jax.random.normal(jax.random.key(3), (64, 3))
+    exact = _exact(path, x_T)
+    errs = [float(jnp.max(jnp.abs(
+        samplers.ddim(_oracle(path), path, x_T, num_steps=n, grid="logsnr")[0] - exact)))
+        for n in (1, 2, 4)]
+    assert errs[2] < errs[1] < 0.9 * errs[0], errs
+
+
 def test_the_discrete_path_is_the_schedule_at_the_training_steps():
     sched = diff.make_schedule("cosine", 50)
     path = samplers.DiscretePath(np.asarray(sched.alphas_cumprod))

@@ -26,14 +26,19 @@ class PairDiscriminator(nn.Module):
     across groups of that many examples is appended as one more feature map
     before the logit (the minibatch standard deviation of Karras et al.
     2018): a generator that draws the same image whatever its input is
-    caught by it."""
+    caught by it.
+
+    With ``num_classes`` > 0 it is class-conditional by projection (Miyato &
+    Koyama 2018): the logit gains the inner product of the flattened
+    features with a learned embedding of the label ``label_B [B]``."""
 
     features: int = 32
     num_levels: int = 2
     minibatch_std: int = 0
+    num_classes: int = 0
 
     @nn.compact
-    def __call__(self, x_prev, x_next, t_B):
+    def __call__(self, x_prev, x_next, t_B, label_B=None):
         act = lambda h: nn.leaky_relu(h, 0.2)  # noqa: E731
         emb = timestep_embedding(jnp.asarray(t_B, jnp.float32), self.features)
         emb = act(nn.Dense(4 * self.features, name="temb")(emb))
@@ -50,7 +55,18 @@ class PairDiscriminator(nn.Module):
         if self.minibatch_std:
             h = jnp.concatenate([h, minibatch_stddev(h, self.minibatch_std)], axis=-1)
         h = h.reshape(h.shape[0], -1)
-        return nn.Dense(1, name="logit")(h)[:, 0]
+        logit = nn.Dense(1, name="logit")(h)[:, 0]
+        if self.num_classes:
+            if label_B is None:
+                raise ValueError("a class-conditional discriminator "
+                                 f"(num_classes={self.num_classes}) needs labels")
+            embed = nn.Embed(self.num_classes, h.shape[-1], name="class_embed",
+                             embedding_init=nn.initializers.normal(0.02))
+            logit = logit + jnp.sum(embed(label_B) * h, axis=-1)
+        elif label_B is not None:
+            raise ValueError("labels were passed to an unconditional discriminator "
+                             "(num_classes=0)")
+        return logit
 
 
 def minibatch_stddev(h_BxHxWxC, group_size: int):

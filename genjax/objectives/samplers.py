@@ -25,9 +25,10 @@ sampler runs on every model:
   per example by diffrax's Tsit5 with a PID controller.
 
 Every sampler evaluates the network at ``num_steps`` noise levels from
-``t_max`` down to ``t_min`` (``heun``: twice between levels) and returns the
-data prediction at the last one, so it ends on a denoised ``x_0`` rather than
-on ``x_{t_min}``; each returns ``(x_0, nfe)``, ``nfe`` its number of network
+``t_max`` down (``heun``: twice between levels; ``time_grid``), the last one
+interval above ``t_min``, and its last move returns the data prediction
+there, so ``N`` evaluations make ``N`` moves and it ends on a denoised
+``x_0`` rather than on ``x_{t_min}``; each returns ``(x_0, nfe)``, ``nfe`` its number of network
 evaluations (per example, ``[B]``, for ``adaptive``).
 
 Paths: ``DiscretePath`` (a DDPM schedule: ``t = (i + 1) / T`` for step index
@@ -180,17 +181,22 @@ def _per_example(v, x):
 
 def time_grid(path: Path, num_steps: int, grid: str = "logsnr",
               rho: float = 7.0) -> jax.Array:
-    """``num_steps`` times from ``t_max`` down to ``t_min``: ``uniform`` in
-    t, ``logsnr`` uniform in lambda (DPM-Solver), or ``karras`` (EDM's
-    ``(s_max^(1/rho) + k/(N-1) (s_min^(1/rho) - s_max^(1/rho)))^rho`` in
-    ``sigma~``). float32 ``[num_steps]``."""
+    """The ``num_steps`` times a sampler evaluates the network at: the first
+    ``num_steps`` of ``num_steps + 1`` times from ``t_max`` down to
+    ``t_min``, spaced ``uniform`` in t, ``logsnr`` uniform in lambda
+    (DPM-Solver), or ``karras`` (EDM's ``(s_max^(1/rho) + k/N (s_min^(1/rho)
+    - s_max^(1/rho)))^rho`` in ``sigma~``). float32 ``[num_steps]``.
+
+    The last time is one interval above ``t_min``: the sampler's last move
+    is from it to the data prediction there, so ``N`` evaluations make ``N``
+    moves. (Ending the grid at ``t_min`` itself would spend the last
+    evaluation on an image already at the data's end of the path, where
+    the data prediction barely changes it: N evaluations, N - 1 moves.)"""
     if num_steps < 1:
         raise ValueError(f"num_steps={num_steps} must be at least 1")
-    if num_steps == 1:
-        return jnp.asarray([path.t_max], jnp.float32)
     t_max = jnp.asarray(path.t_max, jnp.float32)
     t_min = jnp.asarray(path.t_min, jnp.float32)
-    frac = jnp.linspace(0.0, 1.0, num_steps)
+    frac = jnp.linspace(0.0, 1.0, num_steps + 1)
     if grid == "uniform":
         ts = t_max + frac * (t_min - t_max)
     elif grid == "logsnr":
@@ -202,8 +208,8 @@ def time_grid(path: Path, num_steps: int, grid: str = "logsnr",
         ts = path.t_of_sigma_tilde((hi + frac * (lo - hi)) ** rho)
     else:
         raise ValueError(f"grid={grid!r}; valid: {', '.join(GRIDS)}")
-    # The ends exactly, whatever the inversion's rounding.
-    return ts.at[0].set(t_max).at[-1].set(t_min)
+    # The start exactly, whatever the inversion's rounding.
+    return ts.at[0].set(t_max)[:-1]
 
 
 # ---------------------------------------------------------------------------

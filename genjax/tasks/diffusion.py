@@ -177,7 +177,7 @@ def parse_sampler(spec: str, names, key: str = "sampler"):
     return name, int(steps)
 
 
-def _has_labels(dataset_info) -> bool:
+def has_labels(dataset_info) -> bool:
     return "label" in dataset_info.element_spec and bool(dataset_info.num_classes)
 
 
@@ -217,7 +217,7 @@ class DiffusionTask(Task):
         self.num_classes = 0
         # The guidance actually used: none where the model is unconditional.
         self.guidance_scale = s.guidance_scale
-        if m.class_conditional and not _has_labels(dataset_info):
+        if m.class_conditional and not has_labels(dataset_info):
             # A conditional recipe (e.g. the cpu preset) on the user's own,
             # unlabelled images: the unconditional model is what can be
             # learned. The config is left as given, so a checkpoint's model
