@@ -26,44 +26,10 @@ PRESETS = ("smoke", "cpu", "paper")
 def get_config(preset: str = "cpu"):
     """The recipe for ``preset``: smoke (seconds), cpu (~1 min), paper."""
     config = diffusion.base_config("eight_gaussians")
-    config.model.architecture = "mlp"
-    config.model.hidden = 128
-    config.model.num_layers = 3
     config.diffusion.num_timesteps = 1000
-    config.train.batch_size = 256
-    config.train.learning_rate = 1e-3
-    config.train.warmup_steps = 100
-    config.train.ema_decay = 0.999
-    config.eval.batch_size = 1000
     config.eval.bound_num_examples = 1000
     config.eval.compare_samplers = ("ddpm",)
-    config.sample.num_samples = 1000
-    q = config.eval.sample_quality
-    q.num_samples, q.num_samples_during_training = 2000, 1000
-    q.batch_size = 2000
-    if preset == "smoke":
-        diffusion.smoke_preset(config)
-        config.train.batch_size = 64
-        config.eval.batch_size = 50
-        q.num_samples, q.batch_size = 100, 100
-    elif preset == "cpu":
-        config.train.num_steps = 5000
-        config.train.lr_schedule = "cosine"
-        config.train.min_lr_ratio = 0.05
-        config.train.log_every = 250
-        config.train.eval_every = 2500
-        config.train.checkpoint_every = 1000
-    elif preset == "paper":
-        # No paper trains on these; a longer, wider run of the same recipe.
-        config.model.hidden = 256
-        config.model.num_layers = 4
-        config.train.num_steps = 50_000
-        config.train.lr_schedule = "cosine"
-        config.train.log_every = 1000
-        config.train.eval_every = 10_000
-        config.train.checkpoint_every = 5000
-    else:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    diffusion.toy2d_preset(config, preset, diffusion.smoke_preset)
     return config
 
 

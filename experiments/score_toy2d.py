@@ -17,60 +17,27 @@ sampler, ``eval/...``); and the ODE likelihood in nats per point
 """
 
 from genjax import cli, registry
-from genjax.tasks import score
+from genjax.tasks import diffusion, score
 
 PRESETS = ("smoke", "cpu", "paper")
 
 
 def get_config(preset: str = "cpu"):
-    """The recipe for ``preset``: smoke (seconds), cpu (~3 min), paper."""
+    """The recipe for ``preset``: smoke (seconds), cpu (~1 min), paper."""
     config = score.base_config("eight_gaussians")
-    config.model.architecture = "mlp"
-    config.model.hidden = 128
-    config.model.num_layers = 3
     config.sde.kind = "ve"
     config.sde.sigma_min, config.sde.sigma_max = 0.01, 10.0
     config.sde.langevin_steps_per_level = 20
     # In 2-D the per-example norms that set PC's Langevin step are noisy;
     # Song et al.'s 0.16 (for images) overshoots here.
     config.sde.snr = 0.05
-    config.train.batch_size = 256
-    config.train.learning_rate = 1e-3
-    config.train.warmup_steps = 100
-    config.train.ema_decay = 0.999
-    config.eval.batch_size = 1000
     config.eval.likelihood_num_examples = 500
     config.eval.likelihood_tolerance = 1e-4
     config.eval.compare_samplers = ("langevin:50", "em:500", "pc:250", "adaptive")
     config.sample.steps = 20
-    config.sample.num_samples = 1000
-    q = config.eval.sample_quality
-    q.num_samples, q.num_samples_during_training = 2000, 1000
-    q.batch_size = 2000
+    diffusion.toy2d_preset(config, preset, score.smoke_preset)
     if preset == "smoke":
-        score.smoke_preset(config)
-        config.train.batch_size = 64
-        config.eval.batch_size = 50
         config.eval.compare_samplers = ("langevin:5", "em:10", "pc:5", "adaptive")
-        q.num_samples, q.batch_size = 100, 100
-    elif preset == "cpu":
-        config.train.num_steps = 5000
-        config.train.lr_schedule = "cosine"
-        config.train.min_lr_ratio = 0.05
-        config.train.log_every = 250
-        config.train.eval_every = 2500
-        config.train.checkpoint_every = 1000
-    elif preset == "paper":
-        # No paper trains on these; a longer, wider run of the same recipe.
-        config.model.hidden = 256
-        config.model.num_layers = 4
-        config.train.num_steps = 50_000
-        config.train.lr_schedule = "cosine"
-        config.train.log_every = 1000
-        config.train.eval_every = 10_000
-        config.train.checkpoint_every = 5000
-    else:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     return config
 
 

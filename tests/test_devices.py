@@ -49,6 +49,10 @@ def matrix(shared_data_dir, tmp_path_factory):
          # tested by test_eval_exact.py and the families' own tests.
          "--config.eval.sample_quality.num_samples=0",
          "--config.eval.sample_quality.num_samples_during_training=0",
+         # One evaluation, at the end: the mid-run one repeats it (on MNIST,
+         # the whole test split again), and evaluating twice is tested by
+         # each family's own smoke run.
+         "--config.train.eval_every=1000",
          # The probability-flow likelihood on several devices is tested by
          # test_eval_exact.py (score_toy2d on 1 to 8 devices).
          "--config.eval.likelihood_num_examples=0"],

@@ -30,7 +30,6 @@ from genjax.objectives import ddgan as ddgan_obj
 from genjax.objectives import diffusion as diff
 from genjax.tasks import diffusion as diffusion_task
 from genjax.tasks import gan
-from genjax.tasks.base import Task
 from genjax.train import step as step_lib
 
 
@@ -80,11 +79,11 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     return config
 
 
-class DDGANTask(gan.GANTask):
+class DDGANTask(gan.TwoPlayerTask):
     """The denoising diffusion GAN on images."""
 
-    def __init__(self, config, dataset_info):  # pylint: disable=super-init-not-called
-        Task.__init__(self, config, dataset_info)
+    def __init__(self, config, dataset_info):
+        super().__init__(config, dataset_info)
         if dataset_info.kind != "image":
             raise ConfigError(
                 f"the denoising diffusion GAN needs an image dataset; data.name="

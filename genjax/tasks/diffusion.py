@@ -164,6 +164,39 @@ def cpu_preset(config: ml_collections.ConfigDict, num_steps: int) -> None:
     q.num_samples, q.num_samples_during_training, q.batch_size = 1000, 200, 500
 
 
+def toy2d_preset(config: ml_collections.ConfigDict, preset: str, smoke) -> None:
+    """What the 2-D toy experiments of the diffusion-like families share
+    (``ddpm_toy2d``, ``score_toy2d``): an MLP of 3 layers of 128 trained on
+    batches of 256 at 1e-3 with an EMA of 0.999, 2,000 samples judged at the
+    end; ``smoke`` (the family's smoke preset, then batches of 64 and 100
+    samples judged), ``cpu`` (5,000 steps, cosine decay, about a minute) or
+    ``paper`` (no paper trains on these: 50,000 steps of a 4-layer MLP of
+    256). Call it after the experiment's own settings: the smoke preset
+    overrides some of them."""
+    m = config.model
+    m.architecture, m.hidden, m.num_layers = "mlp", 128, 3
+    t = config.train
+    t.batch_size, t.learning_rate, t.warmup_steps, t.ema_decay = 256, 1e-3, 100, 0.999
+    config.eval.batch_size = 1000
+    config.sample.num_samples = 1000
+    q = config.eval.sample_quality
+    q.num_samples, q.num_samples_during_training, q.batch_size = 2000, 1000, 2000
+    if preset == "smoke":
+        smoke(config)
+        t.batch_size = 64
+        config.eval.batch_size = 50
+        q.num_samples, q.batch_size = 100, 100
+    elif preset == "cpu":
+        t.num_steps, t.lr_schedule, t.min_lr_ratio = 5000, "cosine", 0.05
+        t.log_every, t.eval_every, t.checkpoint_every = 250, 2500, 1000
+    elif preset == "paper":
+        m.hidden, m.num_layers = 256, 4
+        t.num_steps, t.lr_schedule = 50_000, "cosine"
+        t.log_every, t.eval_every, t.checkpoint_every = 1000, 10_000, 5000
+    else:
+        raise ValueError(f"unknown preset {preset!r}; valid: smoke, cpu, paper")
+
+
 def parse_sampler(spec: str, names, key: str = "sampler"):
     """``(name, steps or None)`` of a sampler spec ``name`` or
     ``name:steps``; a one-line ConfigError naming ``key`` otherwise."""

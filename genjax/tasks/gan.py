@@ -99,10 +99,68 @@ def smoke_preset(config: ml_collections.ConfigDict) -> None:
     q.num_samples, q.num_samples_during_training, q.kid_subset_size = 200, 100, 100
 
 
-class GANTask(Task):
-    """A GAN on image data (Goodfellow et al. 2014; Radford et al. 2015)."""
+class TwoPlayerTask(Task):
+    """What every task trained by ``two_player.two_player_update`` shares:
+    the two optimisers (the discriminator's at ``gan.d_learning_rate``), the
+    train state with the generator's EMA, the update, the parameters
+    evaluation sees and the check that the discriminator has not won
+    outright. A subclass defines ``init_params`` (``{'generator':
+    variables, 'discriminator': variables}``), ``d_loss_fn`` and
+    ``g_loss_fn``."""
 
     progress_keys = ("d_loss", "g_loss", "d_real", "d_fake")
+
+    def make_optimizer(self):
+        g_opt, schedule = build_optimizer(self.config.train)
+        d_train = ml_collections.ConfigDict(self.config.train.to_dict())
+        if self.config.gan.d_learning_rate is not None:
+            d_train.learning_rate = self.config.gan.d_learning_rate
+        d_opt, _ = build_optimizer(d_train)
+        return {"generator": g_opt, "discriminator": d_opt}, schedule
+
+    def init_state(self, init_rng, train_rng, example_batch, optimizer):
+        variables = self.init_params(init_rng, example_batch)
+        g_vars, d_vars = variables["generator"], variables["discriminator"]
+        g_params, d_params = g_vars.pop("params"), d_vars.pop("params")
+        return two_player.init_state(
+            g_params, d_params, {"generator": g_vars, "discriminator": d_vars},
+            optimizer, train_rng, use_ema=self.config.train.ema_decay > 0)
+
+    def make_update(self, optimizer):
+        g = self.config.gan
+        return two_player.two_player_update(
+            self.d_loss_fn, self.g_loss_fn, optimizer, n_disc=g.n_disc,
+            ema_decay=self.config.train.ema_decay,
+            d_wins_threshold=g.d_wins_threshold)
+
+    def inference_params(self, state, use_ema):
+        g_params = state.params["generator"]
+        g_state = state.model_state["generator"]
+        if use_ema and state.ema_params is not None:
+            # The averaged weights with their averaged batch-norm statistics.
+            g_params = state.ema_params["params"]
+            g_state = state.ema_params["collections"]
+        return {"generator": g_params,
+                "generator_state": g_state,
+                "discriminator": state.params["discriminator"],
+                "discriminator_state": state.model_state["discriminator"]}
+
+    def check_divergence(self, metrics, step):
+        g = self.config.gan
+        streak = int(metrics.get("d_wins_streak", 0))
+        if g.d_wins_patience > 0 and streak >= g.d_wins_patience:
+            return (
+                f"the discriminator has won outright (D(x) > {g.d_wins_threshold}"
+                f", D(G(z)) < {1 - g.d_wins_threshold:.2g}) in every step since "
+                f"step {step - streak + 1} ({streak} steps, at step {step}); the "
+                "generator gets no useful gradient. Try gan.loss=non_saturating, a "
+                "lower gan.d_learning_rate, or gan.r1_gamma > 0 with "
+                "model.d_norm=none; gan.d_wins_patience=0 disables this check")
+        return None
+
+
+class GANTask(TwoPlayerTask):
+    """A GAN on image data (Goodfellow et al. 2014; Radford et al. 2015)."""
 
     def __init__(self, config, dataset_info):
         super().__init__(config, dataset_info)
@@ -225,22 +283,6 @@ class GANTask(Task):
                                          x, train=False)
         return {"generator": dict(g_vars), "discriminator": dict(d_vars)}
 
-    def make_optimizer(self):
-        g_opt, schedule = build_optimizer(self.config.train)
-        d_train = ml_collections.ConfigDict(self.config.train.to_dict())
-        if self.config.gan.d_learning_rate is not None:
-            d_train.learning_rate = self.config.gan.d_learning_rate
-        d_opt, _ = build_optimizer(d_train)
-        return {"generator": g_opt, "discriminator": d_opt}, schedule
-
-    def init_state(self, init_rng, train_rng, example_batch, optimizer):
-        variables = self.init_params(init_rng, example_batch)
-        g_vars, d_vars = variables["generator"], variables["discriminator"]
-        g_params, d_params = g_vars.pop("params"), d_vars.pop("params")
-        return two_player.init_state(
-            g_params, d_params, {"generator": g_vars, "discriminator": d_vars},
-            optimizer, train_rng, use_ema=self.config.train.ema_decay > 0)
-
     def _fake(self, g_params, g_state, rng, num: int, *, train: bool):
         """``(images, new collections, latents)`` of ``num`` new draws."""
         z = step_lib.shard_batch_axis(self.latent(rng, num))
@@ -298,38 +340,6 @@ class GANTask(Task):
         if coded:  # G makes its code readable (InfoGAN); D's step logs it.
             loss, _ = self._info_term(code_logits, z, loss, metrics)
         return loss, (metrics, dict(model_state, generator=g_state))
-
-    def make_update(self, optimizer):
-        g = self.config.gan
-        return two_player.two_player_update(
-            self.d_loss_fn, self.g_loss_fn, optimizer, n_disc=g.n_disc,
-            ema_decay=self.config.train.ema_decay,
-            d_wins_threshold=g.d_wins_threshold)
-
-    def inference_params(self, state, use_ema):
-        g_params = state.params["generator"]
-        g_state = state.model_state["generator"]
-        if use_ema and state.ema_params is not None:
-            # The averaged weights with their averaged batch-norm statistics.
-            g_params = state.ema_params["params"]
-            g_state = state.ema_params["collections"]
-        return {"generator": g_params,
-                "generator_state": g_state,
-                "discriminator": state.params["discriminator"],
-                "discriminator_state": state.model_state["discriminator"]}
-
-    def check_divergence(self, metrics, step):
-        g = self.config.gan
-        streak = int(metrics.get("d_wins_streak", 0))
-        if g.d_wins_patience > 0 and streak >= g.d_wins_patience:
-            return (
-                f"the discriminator has won outright (D(x) > {g.d_wins_threshold}"
-                f", D(G(z)) < {1 - g.d_wins_threshold:.2g}) in every step since "
-                f"step {step - streak + 1} ({streak} steps, at step {step}); the "
-                "generator gets no useful gradient. Try gan.loss=non_saturating, a "
-                "lower gan.d_learning_rate, or gan.r1_gamma > 0 with "
-                "model.d_norm=none; gan.d_wins_patience=0 disables this check")
-        return None
 
     def eval_fn(self, params, batch, rng, *, final):
         """The discriminator's view: mean ``D(x)`` on test images and ``D(G(z))``
