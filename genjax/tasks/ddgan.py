@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from genjax.config import ConfigError, check_choice
+from genjax.config import ConfigError
 from genjax.models import ddgan as ddgan_models
 from genjax.models import unet as unet_lib
 from genjax.objectives import adversarial
@@ -88,8 +88,7 @@ class DDGANTask(gan.TwoPlayerTask):
             raise ConfigError(
                 f"the denoising diffusion GAN needs an image dataset; data.name="
                 f"{config.data.name!r} is of kind {dataset_info.kind!r}")
-        m, d, g = config.model, config.ddgan, config.gan
-        check_choice("gan.loss", g.loss, adversarial.LOSSES)
+        m, d = config.model, config.ddgan
         if d.num_steps < 1:
             raise ConfigError(f"ddgan.num_steps={d.num_steps} must be at least 1")
         if not 0.0 < d.beta_min < d.beta_max:
@@ -97,13 +96,9 @@ class DDGANTask(gan.TwoPlayerTask):
                               "need 0 < beta_min < beta_max")
         if d.recon_weight < 0:
             raise ConfigError(f"ddgan.recon_weight={d.recon_weight} must be >= 0")
-        if g.r1_gamma < 0:
-            raise ConfigError(f"gan.r1_gamma={g.r1_gamma} must be >= 0")
         if d.r1_subsample < 1:
             raise ConfigError(f"ddgan.r1_subsample={d.r1_subsample} must be at least 1 "
                               "(1: the penalty on every real pair)")
-        if g.n_disc < 1:
-            raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
         if m.latents < 1:
             raise ConfigError(f"model.latents={m.latents} must be at least 1")
         self.image_shape = tuple(dataset_info.element_spec["image"])

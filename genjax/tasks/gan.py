@@ -110,6 +110,15 @@ class TwoPlayerTask(Task):
 
     progress_keys = ("d_loss", "g_loss", "d_real", "d_fake")
 
+    def __init__(self, config, dataset_info):
+        super().__init__(config, dataset_info)
+        g = config.gan
+        check_choice("gan.loss", g.loss, adversarial.LOSSES)
+        if g.n_disc < 1:
+            raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
+        if g.r1_gamma < 0:
+            raise ConfigError(f"gan.r1_gamma={g.r1_gamma} must be >= 0")
+
     def make_optimizer(self):
         g_opt, schedule = build_optimizer(self.config.train)
         d_train = ml_collections.ConfigDict(self.config.train.to_dict())
@@ -178,9 +187,6 @@ class GANTask(TwoPlayerTask):
         check_choice("model.latent_dist", m.latent_dist, LATENT_DISTS)
         check_choice("model.g_norm", m.g_norm, gan_models.G_NORMS)
         check_choice("model.d_norm", m.d_norm, gan_models.D_NORMS)
-        check_choice("gan.loss", g.loss, adversarial.LOSSES)
-        if g.n_disc < 1:
-            raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
         if m.dense_hidden < 0:
             raise ConfigError(
                 f"model.dense_hidden={m.dense_hidden} must be >= 0 (0: none)")
@@ -198,8 +204,6 @@ class GANTask(TwoPlayerTask):
                 f"'dcgan' (got {m.architecture!r}); set model.code_classes=0")
         if g.info_weight < 0:
             raise ConfigError(f"gan.info_weight={g.info_weight} must be >= 0")
-        if g.r1_gamma < 0:
-            raise ConfigError(f"gan.r1_gamma={g.r1_gamma} must be >= 0")
         self.d_uses_bn = m.architecture == "dcgan" and m.d_norm == "batch"
         if g.r1_gamma > 0 and self.d_uses_bn:
             raise ConfigError(
