@@ -417,7 +417,8 @@ def test_lenet_shapes_for_every_dataset_size():
 
 KEYS = {"classifier_test_accuracy", "fd", "fd_floor", "kid", "kid_std", "kid_floor",
         "classifier_score", "classifier_score_std", "classifier_score_data",
-        "classes_hit", "class_kl", "num_samples"}
+        "classes_hit", "class_kl", "num_samples", "precision", "recall", "density",
+        "coverage", "precision_floor", "recall_floor", "density_floor", "coverage_floor"}
 
 
 def _protocol(**overrides):
@@ -448,6 +449,9 @@ def test_real_test_images_score_like_the_data(digits, trained):
     assert out["class_kl"] < 0.01
     assert out["classifier_score"] == pytest.approx(out["classifier_score_data"], rel=1e-9)
     assert out["classifier_score_data"] > 7.0
+    # Against themselves the real images are all inside each other's balls.
+    assert out["precision"] == out["recall"] == out["coverage"] == 1.0
+    assert out["density"] >= 6 / 5 and out["precision_floor"] < 1.0
 
 
 def test_floor_images_reproduce_the_floor(digits, trained):
@@ -458,6 +462,8 @@ def test_floor_images_reproduce_the_floor(digits, trained):
     out = sq.evaluate_samples(floor, digits, _protocol(), cache_dir, seed=3)
     assert out["fd"] == pytest.approx(out["fd_floor"], rel=1e-9)
     assert out["kid"] == pytest.approx(out["kid_floor"], rel=1e-9)
+    for key in ("precision", "recall", "density", "coverage"):
+        assert out[key] == out[f"{key}_floor"], key
     assert out["classes_hit"] == 10.0
 
 

@@ -40,7 +40,9 @@ SSL_KEYS = {"ssl_pretext_accuracy", "ssl_fd", "ssl_fd_floor", "ssl_kid", "ssl_ki
 # data was judged: they must not change.
 LABELLED_KEYS = {"classifier_test_accuracy", "fd", "fd_floor", "kid", "kid_std",
                  "kid_floor", "classifier_score", "classifier_score_std",
-                 "classifier_score_data", "classes_hit", "class_kl", "num_samples"}
+                 "classifier_score_data", "classes_hit", "class_kl", "num_samples",
+                 "precision", "recall", "density", "coverage", "precision_floor",
+                 "recall_floor", "density_floor", "coverage_floor"}
 
 
 # --------------------------------------------------------------------------
@@ -73,7 +75,7 @@ def test_precision_recall_matches_brute_force(n, m, d, k, shift):
     rng = np.random.default_rng(n + m + d + k)
     real = rng.normal(size=(n, d))
     fake = rng.normal(size=(m, d)) * 1.3 + shift
-    precision, recall = metrics.precision_recall(real, fake, k)
+    precision, recall = metrics.precision_recall(real_features=real, sample_features=fake, k=k)
     expected = _brute_precision_recall(real.tolist(), fake.tolist(), k)
     assert (precision, recall) == pytest.approx(expected, abs=1e-12)
     assert 0.0 < precision < 1.0 or 0.0 < recall < 1.0  # not a trivial case
@@ -82,22 +84,22 @@ def test_precision_recall_matches_brute_force(n, m, d, k, shift):
 def test_precision_recall_sanity_cases():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 4))
-    assert metrics.precision_recall(x, x.copy()) == (1.0, 1.0)
+    assert metrics.precision_recall(real_features=x, sample_features=x.copy()) == (1.0, 1.0)
     far = rng.normal(size=(50, 4)) + 1000.0
-    assert metrics.precision_recall(x, far) == (0.0, 0.0)
+    assert metrics.precision_recall(real_features=x, sample_features=far) == (0.0, 0.0)
     # A collapsed model: all samples on one real point. Realistic (precision
     # 1) but covering only what lies within one zero-radius ball (recall).
     collapsed = np.repeat(x[:1], 30, axis=0)
-    precision, recall = metrics.precision_recall(x, collapsed)
+    precision, recall = metrics.precision_recall(real_features=x, sample_features=collapsed)
     assert precision == 1.0 and recall == pytest.approx(1 / 60)
     # The k-th neighbour radii against a direct computation.
     r = metrics.knn_radii(x, 3)
     direct = np.sort(((x[:, None] - x[None]) ** 2).sum(-1), axis=1)[:, 3]
     np.testing.assert_allclose(r, direct, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="more than 3 rows in sample_features"):
-        metrics.precision_recall(x, x[:3])
+        metrics.precision_recall(real_features=x, sample_features=x[:3])
     with pytest.raises(ValueError, match="dimensions differ"):
-        metrics.precision_recall(x, x[:, :2])
+        metrics.precision_recall(real_features=x, sample_features=x[:, :2])
 
 
 def test_transformations_flip_and_rotate_any_shape():
@@ -208,8 +210,8 @@ def test_unlabelled_metrics_see_noise(folder):
 
 
 def test_labelled_folder_keeps_the_class_metrics(tmp_path, short_recipes):
-    """The same images in class folders: the domain classifier's metrics,
-    exactly the keys they always had, and no ``ssl_`` key."""
+    """The same images in class folders: the domain classifier's metrics
+    with the manifold metrics in its features, and no ``ssl_`` key."""
     del short_recipes
     dataset = _load_folder(_digit_pngs(tmp_path / "labelled", NUM_IMAGES, labelled=True))
     assert classifier_lib.has_labels(dataset)

@@ -333,7 +333,7 @@ def _fraction_inside(points: np.ndarray, centres: np.ndarray,
     return inside / points.shape[0]
 
 
-def precision_recall(real_features, sample_features, k: int = 3) -> tuple[float, float]:
+def precision_recall(*, real_features, sample_features, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019, arXiv:1904.06991).
 
     Each set's manifold is the union of balls around its points, a point's
@@ -351,18 +351,67 @@ def precision_recall(real_features, sample_features, k: int = 3) -> tuple[float,
 
     Returns:
       ``(precision, recall)`` as floats.
+
+    Both sets are keyword-only: swapping them swaps the two numbers.
     """
+    real, fake = _real_and_samples("precision_recall", real_features,
+                                   sample_features, k, need_samples=True)
+    precision = _fraction_inside(fake, real, knn_radii(real, k))
+    recall = _fraction_inside(real, fake, knn_radii(fake, k))
+    return precision, recall
+
+
+def _real_and_samples(what: str, real_features, sample_features, k: int, *,
+                      need_samples: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets as 2-D float64 arrays, checked for ``what``."""
     real = _as_2d("real_features", real_features)
     fake = _as_2d("sample_features", sample_features)
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"feature dimensions differ: {real.shape[1]} vs {fake.shape[1]}")
-    for name, x in (("real_features", real), ("sample_features", fake)):
+    sets = (("real_features", real),) + ((("sample_features", fake),) if need_samples else ())
+    for name, x in sets:
         if x.shape[0] <= k:
-            raise ValueError(f"precision_recall with k={k} needs more than {k} "
+            raise ValueError(f"{what} with k={k} needs more than {k} "
                              f"rows in {name}, got {x.shape[0]}")
-    precision = _fraction_inside(fake, real, knn_radii(real, k))
-    recall = _fraction_inside(real, fake, knn_radii(fake, k))
-    return precision, recall
+    if fake.shape[0] == 0:
+        raise ValueError(f"{what} needs at least one row in sample_features")
+    return real, fake
+
+
+def density_coverage(*, real_features, sample_features, k: int = 5) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020, arXiv:2002.09797, section 4).
+
+    Only the real points get balls (each reaching its k-th nearest real
+    neighbour), which makes both robust to outlying samples, unlike
+    precision and recall:
+
+    - ``density = 1/(kM) sum_j #{i : sample j in ball i}``: how many real
+      balls hold each sample, over k. It is about 1 for samples distributed
+      like the real data, above 1 for samples crowded where real points are
+      dense, and unbounded above;
+    - ``coverage = 1/N #{i : ball i holds at least one sample}``: the
+      fraction of real points whose neighbourhood some sample reaches, in
+      [0, 1].
+
+    Args:
+      real_features: ``[N, D]``, N > k.
+      sample_features: ``[M, D]``, M >= 1.
+      k: the neighbour that sets each real ball's radius (the paper's 5).
+
+    Returns:
+      ``(density, coverage)`` as floats.
+    """
+    real, fake = _real_and_samples("density_coverage", real_features,
+                                   sample_features, k, need_samples=False)
+    radii = knn_radii(real, k)
+    chunk = max(1, _DISTANCE_ENTRIES // real.shape[0])
+    holds = 0
+    covered = np.zeros((real.shape[0],), bool)
+    for start in range(0, fake.shape[0], chunk):
+        inside = _squared_distances(fake[start:start + chunk], real) <= radii[None, :]
+        holds += int(np.count_nonzero(inside))
+        covered |= inside.any(axis=0)
+    return holds / (k * fake.shape[0]), float(covered.mean())
 
 
 def _mean_pairwise_distance(x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> float:

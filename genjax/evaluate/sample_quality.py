@@ -19,6 +19,11 @@ network (``inception.py``):
   classifier, Salimans et al. 2016) and ``classifier_score_data``, the same for
   the reference split's real images (the ceiling);
 - ``classes_hit`` / ``class_kl``: mode coverage of the predicted classes;
+- ``precision`` / ``recall`` (Kynkaanniemi et al. 2019, k = 3) and
+  ``density`` / ``coverage`` (Naeem et al. 2020, k = 5) in the classifier's
+  features, against as many reference images as samples, with their
+  ``_floor`` values (real against real); present when there are more
+  samples and floor images than either k;
 - ``inception_fd`` / ``inception_fd_floor``: FID with Inception features, only
   when ``protocol.inception_weights`` names a weights file.
 
@@ -88,7 +93,9 @@ def default_protocol() -> ml_collections.ConfigDict:
       min_class_fraction: a class is hit if its sample frequency is at least
         this fraction of its reference frequency.
       precision_recall_k: the neighbour that sets the balls of precision and
-        recall (Kynkaanniemi et al. 2019; unlabelled datasets only).
+        recall (Kynkaanniemi et al. 2019).
+      density_coverage_k: the neighbour that sets the real balls of density
+        and coverage (Naeem et al. 2020; labelled datasets).
       inception_weights: an FID Inception-v3 ``.npz`` file (see
         ``genjax/evaluate/inception.py``), or None to skip the Inception FID.
     """
@@ -103,6 +110,7 @@ def default_protocol() -> ml_collections.ConfigDict:
         "classifier_score_splits": 10,
         "min_class_fraction": 0.1,
         "precision_recall_k": 3,
+        "density_coverage_k": 5,
         "inception_weights": config_dict.placeholder(str),
     })
 
@@ -118,7 +126,7 @@ def _resolve_protocol(protocol) -> dict:
                          f"valid keys: {sorted(values)}")
     values.update(given)
     for key in ("batch_size", "kid_subsets", "kid_subset_size", "classifier_score_splits",
-                "precision_recall_k"):
+                "precision_recall_k", "density_coverage_k"):
         if int(values[key]) < 1:
             raise ValueError(f"protocol {key}={values[key]} must be >= 1")
     if not 0.0 <= float(values["min_class_fraction"]):
@@ -364,7 +372,9 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
       Flat float metrics: ``classifier_test_accuracy``, ``fd``, ``fd_floor``,
       ``kid``, ``kid_std``, ``kid_floor``, ``classifier_score``,
       ``classifier_score_std``, ``classifier_score_data``, ``classes_hit``,
-      ``class_kl``, ``num_samples``, and ``inception_fd`` and
+      ``class_kl``, ``num_samples``; ``precision``, ``recall``,
+      ``density``, ``coverage`` and their ``_floor`` values when N and the
+      floor set exceed both neighbour counts; and ``inception_fd`` and
       ``inception_fd_floor`` when ``protocol.inception_weights`` is set.
       The floor set has N images, or the whole floor split if that is smaller.
       For a dataset without labels: ``ssl_pretext_accuracy``, ``ssl_fd``,
@@ -414,21 +424,36 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
     k = int(p["precision_recall_k"])
     # Precision and recall compare sets of one size (Kynkaanniemi et al.
     # 2019): as many reference images as samples.
-    pr_reference = None if labelled else _cached(
+    k_dc = int(p["density_coverage_k"])
+    pr_reference = _cached(
         cache, ("pr_reference", ref_split, n, seed),
         lambda: ref_features[_floor_indices(len(ref_features), n, seed, salt=0x9e)],
         per_seed=True)
+    # Labelled data reports the manifold metrics beside the class-based
+    # ones when the sets are large enough for their neighbours (unlabelled
+    # data refuses smaller sets in check_data: they are its main metrics).
+    manifold = not labelled or min(n, len(pr_reference), len(floor_features)) > max(k, k_dc)
+
+    def manifold_metrics(sample_features):
+        precision, recall = metrics.precision_recall(
+            real_features=pr_reference, sample_features=sample_features, k=k)
+        if not labelled:
+            return {"precision": precision, "recall": recall}
+        density, coverage = metrics.density_coverage(
+            real_features=pr_reference, sample_features=sample_features, k=k_dc)
+        return {"precision": precision, "recall": recall,
+                "density": density, "coverage": coverage}
 
     def floor_metrics():
         kid_floor, _ = metrics.kernel_distance(floor_features, ref_features, **kid_args)
         out = {"fd_floor": ref_stats.distance_to(floor_features), "kid_floor": kid_floor}
-        if not labelled:
-            out["precision_floor"], out["recall_floor"] = metrics.precision_recall(
-                pr_reference, floor_features, k)
+        if manifold:
+            out.update({f"{key}_floor": value
+                        for key, value in manifold_metrics(floor_features).items()})
         return out
 
     floor = _cached(cache, ("floor_metrics", ref_split, floor_split, n, seed,
-                            kid_args["num_subsets"], kid_args["subset_size"], k),
+                            kid_args["num_subsets"], kid_args["subset_size"], k, k_dc),
                     floor_metrics, per_seed=True)
 
     features, probs = clf.features_and_probs(samples, batch_size)
@@ -458,10 +483,13 @@ def evaluate_samples(samples: np.ndarray, dataset, protocol, cache_dir: str | No
             "class_kl": coverage["class_kl"],
             "num_samples": n,
         }
+        if manifold:
+            results.update(manifold_metrics(features))
+            results.update({key: value for key, value in floor.items()
+                            if key.endswith("_floor") and key[:-6] in results})
     else:
-        precision, recall = metrics.precision_recall(pr_reference, features, k)
-        distances.update(precision=precision, recall=recall,
-                         precision_floor=floor["precision_floor"],
+        distances.update(manifold_metrics(features))
+        distances.update(precision_floor=floor["precision_floor"],
                          recall_floor=floor["recall_floor"])
         results = {"ssl_pretext_accuracy": clf.test_accuracy,
                    **{f"ssl_{key}": value for key, value in distances.items()},
