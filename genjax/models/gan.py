@@ -100,15 +100,31 @@ class MLPDiscriminator(nn.Module):
     pieces: int = 5
     input_dropout: float = 0.2
     dropout: float = 0.5
+    num_classes: int = 0  # > 0: class-conditional by projection (labels required)
 
     @nn.compact
-    def __call__(self, x, train: bool = True):
+    def __call__(self, x, train: bool = True, labels=None):
         h = x.reshape((x.shape[0], -1))
         h = nn.Dropout(self.input_dropout, deterministic=not train)(h)
         for width in self.hidden:
             h = Maxout(width, self.pieces)(h)
             h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        return nn.Dense(1)(h)[:, 0]
+        return project_labels(nn.Dense(1)(h)[:, 0], h, labels, self.num_classes)
+
+
+def project_labels(logit, h, labels, num_classes: int):
+    """The projection discriminator (Miyato & Koyama 2018):
+    ``logit + <embed(y), h>`` with ``h`` the features before the logit;
+    ``logit`` unchanged for an unconditional discriminator (``num_classes``
+    0, no labels). Call inside a compact module."""
+    if (labels is None) != (num_classes == 0):
+        raise ValueError(f"a discriminator with num_classes={num_classes} called "
+                         f"{'without' if labels is None else 'with'} labels")
+    if labels is None:
+        return logit
+    embed = nn.Embed(num_classes, h.shape[-1], name="class_embed",
+                     embedding_init=nn.initializers.normal(0.02))(labels)
+    return logit + jnp.sum(embed * h, axis=-1)
 
 
 # Below this many output channels upsample_conv uses lax.conv_transpose: on a
@@ -238,6 +254,7 @@ class DCGANDiscriminator(nn.Module):
     # this many classes from the layer before the logit; 0: none. With it the
     # call returns ``(logit [B], code logits [B, code_classes])``.
     code_classes: int = 0
+    num_classes: int = 0  # > 0: class-conditional by projection (labels required)
 
     def _layer(self, layer, h, train: bool, name: str):
         if self.norm == "spectral":
@@ -246,7 +263,7 @@ class DCGANDiscriminator(nn.Module):
         return layer(h)
 
     @nn.compact
-    def __call__(self, x, train: bool = True):
+    def __call__(self, x, train: bool = True, labels=None):
         _, doublings = seed_size(x.shape[1])
         batch_norm = self.norm == "batch"
         h = x
@@ -271,7 +288,8 @@ class DCGANDiscriminator(nn.Module):
                 h = _norm("batch", train)(h)
             h = nn.leaky_relu(h, 0.2)
         logit = nn.Dense(1, kernel_init=_DCGAN_INIT, name="logit")
-        out = self._layer(logit, h, train, "logit")[:, 0]
+        out = project_labels(self._layer(logit, h, train, "logit")[:, 0], h, labels,
+                             self.num_classes)
         if self.code_classes:
             return out, nn.Dense(self.code_classes, kernel_init=_DCGAN_INIT,
                                  name="code")(h)
@@ -284,8 +302,8 @@ def make_models(architecture: str, image_shape: tuple[int, int, int], *,
                 d_dropout: float = 0.5, d_input_dropout: float = 0.2,
                 features: int = 64, d_features: int | None = None,
                 g_norm: str = "batch", d_norm: str = "batch",
-                dense_hidden: int = 0,
-                code_classes: int = 0) -> tuple[nn.Module, nn.Module]:
+                dense_hidden: int = 0, code_classes: int = 0,
+                num_classes: int = 0) -> tuple[nn.Module, nn.Module]:
     """``(generator, discriminator)`` of ``architecture`` for ``image_shape``.
 
     ``features`` is the DCGAN generator's base width, and the discriminator's
@@ -293,7 +311,9 @@ def make_models(architecture: str, image_shape: tuple[int, int, int], *,
     connected layer of that width before the generator's projection and
     before the discriminator's logit (the MNIST variant of Chen et al. 2016,
     InfoGAN, appendix C.1); ``code_classes`` > 0 gives the DCGAN
-    discriminator InfoGAN's Q head for a categorical code.
+    discriminator InfoGAN's Q head for a categorical code; ``num_classes``
+    > 0 makes the discriminator class-conditional by projection (the
+    generator reads the label from its latent, see ``GANTask.latent``).
     """
     if architecture == "mlp":
         if code_classes:
@@ -301,11 +321,11 @@ def make_models(architecture: str, image_shape: tuple[int, int, int], *,
                              "dcgan architecture")
         return (MLPGenerator(tuple(image_shape), tuple(g_hidden)),
                 MLPDiscriminator(tuple(d_hidden), maxout_pieces,
-                                 d_input_dropout, d_dropout))
+                                 d_input_dropout, d_dropout, num_classes))
     if architecture == "dcgan":
         seed_size(image_shape[0])  # A clear error for an unreachable size.
         return (DCGANGenerator(tuple(image_shape), features, g_norm,
                                dense_hidden),
                 DCGANDiscriminator(d_features or features, d_norm,
-                                   dense_hidden, code_classes))
+                                   dense_hidden, code_classes, num_classes))
     raise ValueError(f"architecture={architecture!r}; valid: {', '.join(ARCHITECTURES)}")

@@ -30,6 +30,12 @@ def _activation(name: str):
         ) from None
 
 
+def _with_condition(h, cond):
+    """``h [N, F]`` with the condition ``cond [N, K]`` (a one-hot class)
+    appended, or ``h`` unchanged when ``cond`` is None."""
+    return h if cond is None else jnp.concatenate([h, cond.astype(h.dtype)], axis=-1)
+
+
 class MLPEncoder(nn.Module):
     """x ``[B, H, W, C]`` -> (mean, logvar), each ``[B, latents]``."""
 
@@ -38,9 +44,9 @@ class MLPEncoder(nn.Module):
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, cond=None):
         act = _activation(self.activation)
-        h = x.reshape(x.shape[0], -1)
+        h = _with_condition(x.reshape(x.shape[0], -1), cond)
         for i, width in enumerate(self.hidden):
             h = act(nn.Dense(width, name=f"hidden_{i}")(h))
         mean = nn.Dense(self.latents, name="mean")(h)
@@ -57,9 +63,9 @@ class MLPDecoder(nn.Module):
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, z):
+    def __call__(self, z, cond=None):
         act = _activation(self.activation)
-        h = z
+        h = _with_condition(z, cond)
         for i, width in enumerate(self.hidden):
             h = act(nn.Dense(width, name=f"hidden_{i}")(h))
         height, width, channels = self.image_shape
@@ -77,13 +83,13 @@ class ConvEncoder(nn.Module):
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, cond=None):
         act = _activation(self.activation)
         h = x
         for i, f in enumerate(self.features):
             h = act(nn.Conv(f, (4, 4), strides=(2, 2), padding="SAME",
                             name=f"conv_{i}")(h))
-        h = h.reshape(h.shape[0], -1)
+        h = _with_condition(h.reshape(h.shape[0], -1), cond)
         mean = nn.Dense(self.latents, name="mean")(h)
         logvar = nn.Dense(self.latents, name="logvar")(h)
         return mean, logvar
@@ -98,8 +104,9 @@ class ConvDecoder(nn.Module):
     activation: str = "relu"
 
     @nn.compact
-    def __call__(self, z):
+    def __call__(self, z, cond=None):
         act = _activation(self.activation)
+        z = _with_condition(z, cond)
         height, width, channels = self.image_shape
         factor = 2 ** len(self.features)
         if height % factor or width % factor:
@@ -125,6 +132,9 @@ class VAE(nn.Module):
       latents: dimension of z.
       image_shape: (H, W, C).
       params_per_pixel: 1 (Bernoulli logits) or 2 (Gaussian mean, log-scale).
+      num_classes: > 0 for a conditional VAE (Sohn et al. 2015): the label,
+        one-hot, is appended to the encoder's flattened features and to z
+        before the decoder, q(z|x, y) and p(x|z, y); labels are then required.
     """
 
     architecture: str
@@ -133,6 +143,7 @@ class VAE(nn.Module):
     image_shape: Sequence[int]
     params_per_pixel: int = 1
     activation: str = "relu"
+    num_classes: int = 0
 
     def setup(self):
         if self.architecture == "mlp":
@@ -149,19 +160,32 @@ class VAE(nn.Module):
             raise ValueError(
                 f"model.architecture={self.architecture!r}; valid: mlp, conv")
 
-    def encode(self, x):
-        """q(z|x) parameters: (mean, logvar)."""
-        return self.encoder(x)
+    def _cond(self, labels, rows: int):
+        """The one-hot condition for ``rows`` inputs: the labels ``[B]``
+        repeated ``rows // B`` times (a chunk of importance samples is laid
+        out sample-major, ``[k * B]``)."""
+        if (labels is None) != (self.num_classes == 0):
+            raise ValueError(
+                f"VAE(num_classes={self.num_classes}) called "
+                f"{'without' if labels is None else 'with'} labels")
+        if labels is None:
+            return None
+        onehot = jax.nn.one_hot(labels, self.num_classes)
+        return jnp.tile(onehot, (rows // labels.shape[0], 1))
 
-    def decode(self, z):
-        """p(x|z) parameters."""
-        return self.decoder(z)
+    def encode(self, x, labels=None):
+        """q(z|x[, y]) parameters: (mean, logvar)."""
+        return self.encoder(x, self._cond(labels, x.shape[0]))
 
-    def __call__(self, x, rng):
+    def decode(self, z, labels=None):
+        """p(x|z[, y]) parameters."""
+        return self.decoder(z, self._cond(labels, z.shape[0]))
+
+    def __call__(self, x, rng, labels=None):
         """One reparameterised pass: (decoder output, mean, logvar, z)."""
-        mean, logvar = self.encode(x)
+        mean, logvar = self.encode(x, labels)
         z = reparameterize(rng, mean, logvar)
-        return self.decode(z), mean, logvar, z
+        return self.decode(z, labels), mean, logvar, z
 
 
 def reparameterize(rng, mean, logvar):

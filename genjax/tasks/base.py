@@ -27,6 +27,12 @@ from genjax.train import step as step_lib
 from genjax.train.state import TrainState, build_optimizer
 
 
+def has_labels(dataset_info) -> bool:
+    """Whether the dataset's examples carry class labels (for a
+    class-conditional model and the class-based sample metrics)."""
+    return "label" in dataset_info.element_spec and bool(dataset_info.num_classes)
+
+
 class Task(abc.ABC):
     """One model family on one kind of data.
 

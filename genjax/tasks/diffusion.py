@@ -36,7 +36,7 @@ from genjax.models import unet as unet_lib
 from genjax.objectives import diffusion as diff
 from genjax.objectives import likelihood
 from genjax.objectives import samplers as samplers_lib
-from genjax.tasks.base import Task
+from genjax.tasks.base import Task, has_labels
 from genjax.train import step as step_lib
 
 ARCHITECTURES = ("unet", "mlp")
@@ -208,10 +208,6 @@ def parse_sampler(spec: str, names, key: str = "sampler"):
         raise ConfigError(f"{key}={spec!r}: the steps after ':' must be a positive "
                           f"integer, e.g. {name}:10")
     return name, int(steps)
-
-
-def has_labels(dataset_info) -> bool:
-    return "label" in dataset_info.element_spec and bool(dataset_info.num_classes)
 
 
 class DiffusionTask(Task):

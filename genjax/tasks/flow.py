@@ -22,7 +22,7 @@ from genjax.evaluate import sample_quality
 from genjax.models import flows as flows_lib
 from genjax.objectives import flow as flow_obj
 from genjax.objectives import likelihood
-from genjax.tasks.base import Task
+from genjax.tasks.base import Task, has_labels
 
 log = logging.getLogger("genjax")
 
@@ -55,6 +55,10 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     # images: a learned prior for each factored-out half given the kept
     # half (Glow), instead of N(0, I) (RealNVP).
     m.split_prior = False
+    # A class-conditional flow: the prior of the latent is N(mu_y, sigma_y^2)
+    # with a learned mean and scale per class (Glow's class-conditional
+    # prior, Kingma & Dhariwal 2018, sec. 5); samples take uniform labels.
+    m.class_conditional = False
     # ActNorm's data-dependent initialisation sees this many training
     # examples (a seed-fixed draw) once, before the train state is built.
     m.init_batch_size = 512
@@ -152,6 +156,13 @@ class FlowTask(Task):
                 f"{tuple(config.eval.temperatures)}")
         self.shape = tuple(dataset_info.element_spec[self.field])
         self.num_dims = int(np.prod(self.shape))
+        self.num_classes = 0
+        if m.get("class_conditional", False):
+            if not has_labels(dataset_info):
+                raise ConfigError(
+                    f"model.class_conditional=True needs labels; dataset "
+                    f"{config.data.name!r} has none: set it to false")
+            self.num_classes = int(dataset_info.num_classes)
         if kind == "image":
             self.model = flows_lib.MultiScaleFlow(
                 image_shape=self.shape, architecture=m.architecture,
@@ -176,29 +187,63 @@ class FlowTask(Task):
     # ------------------------------------------------------------------
     # The flow as pure functions of params.
 
-    def forward(self, params):
-        """``x -> (z, log_det)`` with ``params`` bound."""
-        return lambda x: self.model.apply({"params": params}, x,
+    # A class-conditional flow keeps its prior's per-class mean and log-scale
+    # beside the flow's parameters, under "class_prior": N(z; mu_y, sigma_y^2)
+    # is N((z - mu_y) / sigma_y; 0, I) / prod sigma_y, i.e. one more affine
+    # bijector at the end of the flow, so the objectives stay unchanged.
+
+    def _flow_params(self, params):
+        return {k: v for k, v in params.items() if k != "class_prior"}
+
+    def _labels(self, batch):
+        return batch["label"] if self.num_classes else None
+
+    def forward(self, params, labels=None):
+        """``x -> (z, log_det)`` with ``params`` (and the labels of a
+        class-conditional flow) bound."""
+        def fn(x):
+            z, log_det = self.model.apply({"params": self._flow_params(params)}, x,
                                           method=self.model.forward)
+            if not self.num_classes:
+                return z, log_det
+            mean = params["class_prior"]["mean"][labels]
+            log_scale = params["class_prior"]["log_scale"][labels]
+            return (z - mean) * jnp.exp(-log_scale), log_det - jnp.sum(log_scale, axis=-1)
+        return fn
 
-    def inverse(self, params):
-        """``z -> (x, log_det)`` with ``params`` bound."""
-        return lambda z: self.model.apply({"params": params}, z,
+    def inverse(self, params, labels=None):
+        """``z -> (x, log_det)`` with ``params`` (and labels) bound."""
+        def fn(z):
+            extra = 0.0
+            if self.num_classes:
+                log_scale = params["class_prior"]["log_scale"][labels]
+                z = z * jnp.exp(log_scale) + params["class_prior"]["mean"][labels]
+                extra = jnp.sum(log_scale, axis=-1)
+            x, log_det = self.model.apply({"params": self._flow_params(params)}, z,
                                           method=self.model.inverse)
+            return x, log_det + extra
+        return fn
 
-    def log_likelihood(self, params, batch_values, rng):
+    def random_labels(self, rng, num: int):
+        """Uniform labels ``[num]`` of a class-conditional flow, else None."""
+        if not self.num_classes:
+            return None
+        return jax.random.randint(rng, (num,), 0, self.num_classes)
+
+    def log_likelihood(self, params, batch_values, rng, labels=None):
         """Exact per-example log-likelihood, ``[B]`` nats.
 
         Images in [0, 1] (8-bit levels): the log-probability bound of the
         discrete pixels from one uniform dequantisation draw (``rng``), i.e.
         ``log p((k + u)/256) - D ln 256``; points: the log-density."""
         if self.field == "image":
-            return -flow_obj.dequantized_nll(self.forward(params), batch_values, rng)
-        return flow_obj.log_prob(self.forward(params), batch_values)
+            return -flow_obj.dequantized_nll(self.forward(params, labels), batch_values,
+                                             rng)
+        return flow_obj.log_prob(self.forward(params, labels), batch_values)
 
-    def anomaly_score(self, params, batch_values, rng):
+    def anomaly_score(self, params, batch_values, rng, labels=None):
         """Negative log-likelihood per example (nats); higher = odder."""
-        return -self.log_likelihood(params, batch_values, rng)
+        return -self.log_likelihood(params, batch_values, rng, labels)
 
     # ------------------------------------------------------------------
     # Task interface.
@@ -217,18 +262,22 @@ class FlowTask(Task):
         if self.field == "image":
             deq_rng, rng = jax.random.split(rng)
             x = likelihood.uniform_dequantize(x, deq_rng)
-        return self.model.init(rng, x, method=self.model.forward)["params"]
+        params = self.model.init(rng, x, method=self.model.forward)["params"]
+        if self.num_classes:  # N(0, I) for every class at the start
+            zeros = jnp.zeros((self.num_classes, self.num_dims), jnp.float32)
+            params = dict(params, class_prior={"mean": zeros, "log_scale": zeros})
+        return params
 
-    def _nll(self, params, values, rng):
+    def _nll(self, params, values, rng, labels=None):
         """Per-example NLL in the task's unit: bits/dim (images) or nats."""
         if self.field == "image":
-            nll = flow_obj.dequantized_nll(self.forward(params), values, rng)
+            nll = flow_obj.dequantized_nll(self.forward(params, labels), values, rng)
             return flow_obj.bits_per_dim(nll, values), nll
-        nll = -flow_obj.log_prob(self.forward(params), values)
+        nll = -flow_obj.log_prob(self.forward(params, labels), values)
         return nll, nll
 
     def loss_fn(self, params, batch, rng):
-        loss_per, nll = self._nll(params, batch[self.field], rng)
+        loss_per, nll = self._nll(params, batch[self.field], rng, self._labels(batch))
         loss = jnp.mean(loss_per)
         metrics = {"loss": loss}
         if self.field == "image":
@@ -238,21 +287,26 @@ class FlowTask(Task):
 
     def eval_fn(self, params, batch, rng, *, final):
         values = batch[self.field]
-        loss_per, nll = self._nll(params, values, rng)
+        labels = self._labels(batch)
+        loss_per, nll = self._nll(params, values, rng, labels)
         out = {"nll": nll}
         if self.field == "image":
             out["bits_per_dim"] = loss_per
             k = int(self.config.eval.dequant_samples)
             if final and k > 1:
                 iw = flow_obj.importance_weighted_nll(
-                    self.forward(params), values, jax.random.fold_in(rng, 1), k)
+                    self.forward(params, labels), values, jax.random.fold_in(rng, 1), k)
                 out["nll_iw"] = iw
                 out["bits_per_dim_iw"] = flow_obj.bits_per_dim(iw, values)
         return out
 
-    def sample_at(self, params, rng, num_samples, temperature):
-        """``num_samples`` samples at ``temperature``, one inverse pass."""
-        x = flow_obj.sample(self.inverse(params), rng, num_samples, self.num_dims,
+    def sample_at(self, params, rng, num_samples, temperature, labels=None):
+        """``num_samples`` samples at ``temperature``, one inverse pass (a
+        class-conditional flow draws uniform labels unless given)."""
+        if self.num_classes and labels is None:
+            rng, label_rng = jax.random.split(rng)
+            labels = self.random_labels(label_rng, num_samples)
+        x = flow_obj.sample(self.inverse(params, labels), rng, num_samples, self.num_dims,
                             temperature)
         if self.field == "image":
             return flow_obj.to_pixels(x)
@@ -290,19 +344,24 @@ class FlowTask(Task):
 
     def interpolate(self, params, image_a, image_b, num_steps: int = 10):
         """Images along the line between the latents of two images (each
-        pixel at its bin's centre, so the path is deterministic)."""
+        pixel at its bin's centre, so the path is deterministic). A
+        class-conditional flow walks in the latent of its class-0 prior."""
         pair = (jnp.stack([image_a, image_b]) * 255.0 + 0.5) / 256.0
-        z, _ = self.forward(params)(pair)
+        labels = jnp.zeros((2,), jnp.int32) if self.num_classes else None
+        z, _ = self.forward(params, labels)(pair)
         t = jnp.linspace(0.0, 1.0, num_steps)[:, None]
         path = (1.0 - t) * z[0][None] + t * z[1][None]
-        x, _ = self.inverse(params)(path)
+        path_labels = jnp.zeros((num_steps,), jnp.int32) if self.num_classes else None
+        x, _ = self.inverse(params, path_labels)(path)
         return flow_obj.to_pixels(x)
 
     def temperature_grid(self, params, rng, temperatures=(0.5, 0.7, 0.85, 1.0),
                          per_row: int = 10):
         """Rows of samples from the same noise at each temperature."""
         z = jax.random.normal(rng, (per_row, self.num_dims))
-        rows = [self.inverse(params)(t * z)[0] for t in temperatures]
+        # A class-conditional flow: one class per column.
+        labels = (jnp.arange(per_row) % self.num_classes) if self.num_classes else None
+        rows = [self.inverse(params, labels)(t * z)[0] for t in temperatures]
         return flow_obj.to_pixels(jnp.concatenate(rows))
 
     def density_grid(self, params, extent: float, size: int = 128):

@@ -29,7 +29,7 @@ from genjax.config import ConfigError, check_choice
 from genjax.evaluate import sample_quality
 from genjax.models import gan as gan_models
 from genjax.objectives import adversarial
-from genjax.tasks.base import Task
+from genjax.tasks.base import Task, has_labels
 from genjax.train import step as step_lib
 from genjax.train import two_player
 from genjax.train.state import build_optimizer
@@ -56,6 +56,10 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     # dcgan: classes of InfoGAN's categorical code (Chen et al. 2016): G gets
     # a uniform one-hot code beside the noise and D a head Q(c | x); 0: none.
     m.code_classes = 0
+    # A class-conditional GAN (Mirza & Osindero 2014): G gets the one-hot
+    # label beside the noise, D reads it by projection (Miyato & Koyama
+    # 2018); fakes take the real batch's labels, samples uniform ones.
+    m.class_conditional = False
     # mlp (Goodfellow et al. 2014): ReLU generator, maxout discriminator.
     m.g_hidden = (1200, 1200)
     m.d_hidden = (240, 240)
@@ -202,6 +206,18 @@ class GANTask(TwoPlayerTask):
             raise ConfigError(
                 f"model.code_classes={m.code_classes} needs model.architecture="
                 f"'dcgan' (got {m.architecture!r}); set model.code_classes=0")
+        self.num_classes = 0
+        if m.get("class_conditional", False):
+            if m.code_classes:
+                raise ConfigError(
+                    f"model.class_conditional=True with model.code_classes="
+                    f"{m.code_classes}: the label and InfoGAN's code share the "
+                    f"latent's one-hot slot; set model.code_classes=0")
+            if not has_labels(dataset_info):
+                raise ConfigError(
+                    f"model.class_conditional=True needs labels; dataset "
+                    f"{config.data.name!r} has none: set it to false")
+            self.num_classes = int(dataset_info.num_classes)
         if g.info_weight < 0:
             raise ConfigError(f"gan.info_weight={g.info_weight} must be >= 0")
         self.d_uses_bn = m.architecture == "dcgan" and m.d_norm == "batch"
@@ -218,17 +234,22 @@ class GANTask(TwoPlayerTask):
                 d_dropout=m.d_dropout, d_input_dropout=m.d_input_dropout,
                 features=m.features, d_features=m.d_features,
                 dense_hidden=m.dense_hidden, code_classes=m.code_classes,
-                g_norm=m.g_norm, d_norm=m.d_norm)
+                g_norm=m.g_norm, d_norm=m.d_norm, num_classes=self.num_classes)
         except ValueError as e:
             raise ConfigError(f"data.name={config.data.name!r}: {e}") from None
 
     # ------------------------------------------------------------------
     # The two models as pure functions of (params, collections).
 
-    def latent(self, rng, num: int):
+    def latent(self, rng, num: int, labels=None):
         """``num`` draws of the prior p(z), ``[num, latents + code_classes]``:
-        the noise, then (InfoGAN) a uniformly drawn one-hot code."""
+        the noise, then (InfoGAN) a uniformly drawn one-hot code, or (a
+        class-conditional GAN) the one-hot ``labels [num]``."""
         m = self.config.model
+        if self.num_classes:
+            z = self.latent_noise(rng, num)
+            return jnp.concatenate(
+                [z, jax.nn.one_hot(labels, self.num_classes, dtype=z.dtype)], axis=1)
         # Without a code the noise comes from rng itself, so runs without one
         # draw the same latents as before codes existed.
         noise_rng, code_rng = jax.random.split(rng) if m.code_classes else (rng, None)
@@ -243,6 +264,20 @@ class GANTask(TwoPlayerTask):
         return jnp.concatenate(
             [z, jax.nn.one_hot(codes, m.code_classes, dtype=z.dtype)], axis=1)
 
+    def latent_noise(self, rng, num: int):
+        """The noise part of the latent, ``[num, latents]``."""
+        m = self.config.model
+        if m.latent_dist == "uniform":
+            return jax.random.uniform(rng, (num, m.latents), minval=-1.0, maxval=1.0)
+        return jax.random.normal(rng, (num, m.latents))
+
+    def random_labels(self, rng, num: int):
+        """Uniformly drawn labels ``[num]`` of a class-conditional GAN, else None."""
+        if not self.num_classes:
+            return None
+        return step_lib.shard_batch_axis(
+            jax.random.randint(rng, (num,), 0, self.num_classes))
+
     def codes_of(self, z):
         """The categorical codes ``[B]`` of latents drawn by ``latent``."""
         return jnp.argmax(z[:, self.config.model.latents:], axis=1)
@@ -256,7 +291,7 @@ class GANTask(TwoPlayerTask):
         return self.generator.apply(variables, z, train=train), g_state
 
     def discriminate(self, d_params, d_state, x, rng, *, train: bool,
-                     with_code: bool = False):
+                     with_code: bool = False, labels=None):
         """``(logits [B], new collections)`` of images ``x`` in [-1, 1].
 
         With ``with_code`` (and ``model.code_classes`` > 0), the first element
@@ -264,11 +299,12 @@ class GANTask(TwoPlayerTask):
         """
         variables = {"params": d_params, **d_state}
         rngs = {"dropout": rng}
+        kwargs = {"labels": labels} if self.num_classes else {}
         if train and d_state:
             out, d_state = self.discriminator.apply(
-                variables, x, train=True, rngs=rngs, mutable=list(d_state))
+                variables, x, train=True, rngs=rngs, mutable=list(d_state), **kwargs)
         else:
-            out = self.discriminator.apply(variables, x, train=train, rngs=rngs)
+            out = self.discriminator.apply(variables, x, train=train, rngs=rngs, **kwargs)
         if self.config.model.code_classes and not with_code:
             out = out[0]
         return out, d_state
@@ -280,16 +316,18 @@ class GANTask(TwoPlayerTask):
         """``{'generator': variables, 'discriminator': variables}`` (all collections)."""
         g_rng, d_rng, drop_rng = jax.random.split(rng, 3)
         m = self.config.model
-        z = jnp.zeros((1, m.latents + m.code_classes), jnp.float32)
+        z = jnp.zeros((1, m.latents + m.code_classes + self.num_classes), jnp.float32)
         g_vars = self.generator.init(g_rng, z, train=False)
         x = jnp.zeros((1,) + self.image_shape, jnp.float32)
+        kwargs = {"labels": jnp.zeros((1,), jnp.int32)} if self.num_classes else {}
         d_vars = self.discriminator.init({"params": d_rng, "dropout": drop_rng},
-                                         x, train=False)
+                                         x, train=False, **kwargs)
         return {"generator": dict(g_vars), "discriminator": dict(d_vars)}
 
-    def _fake(self, g_params, g_state, rng, num: int, *, train: bool):
-        """``(images, new collections, latents)`` of ``num`` new draws."""
-        z = step_lib.shard_batch_axis(self.latent(rng, num))
+    def _fake(self, g_params, g_state, rng, num: int, *, train: bool, labels=None):
+        """``(images, new collections, latents)`` of ``num`` new draws (of
+        the given labels, for a class-conditional GAN)."""
+        z = step_lib.shard_batch_axis(self.latent(rng, num, labels))
         return self.generate(g_params, g_state, z, train=train) + (z,)
 
     def _info_term(self, code_logits, z, loss, metrics):
@@ -302,18 +340,19 @@ class GANTask(TwoPlayerTask):
         """The discriminator's loss (``two_player_update``'s ``d_loss_fn``)."""
         z_rng, real_rng, fake_rng = jax.random.split(rng, 3)
         real = batch["image"] * 2.0 - 1.0
+        labels = batch["label"] if self.num_classes else None
         fake, _, z = self._fake(g_params, model_state["generator"], z_rng,
-                                real.shape[0], train=True)
+                                real.shape[0], train=True, labels=labels)
         fake = jax.lax.stop_gradient(fake)
         coded = bool(self.config.model.code_classes)
         # Real and generated batches go through D separately, as in DCGAN,
         # so batch norm never mixes them.
         d_state = model_state["discriminator"]
         real_logits, d_state = self.discriminate(d_params, d_state, real,
-                                                 real_rng, train=True)
+                                                 real_rng, train=True, labels=labels)
         fake_logits, d_state = self.discriminate(d_params, d_state, fake,
                                                  fake_rng, train=True,
-                                                 with_code=coded)
+                                                 with_code=coded, labels=labels)
         if coded:
             fake_logits, code_logits = fake_logits
         loss, metrics = adversarial.discriminator_loss(
@@ -324,7 +363,8 @@ class GANTask(TwoPlayerTask):
         if gamma > 0:
             r1 = adversarial.r1_penalty(
                 lambda x: self.discriminate(d_params, model_state["discriminator"],
-                                            x, real_rng, train=True)[0], real)
+                                            x, real_rng, train=True, labels=labels)[0],
+                real)
             loss = loss + 0.5 * gamma * r1
             metrics["r1"] = r1
         return loss, (metrics, dict(model_state, discriminator=d_state))
@@ -332,12 +372,14 @@ class GANTask(TwoPlayerTask):
     def g_loss_fn(self, g_params, d_params, model_state, batch, rng):
         """The generator's loss (``two_player_update``'s ``g_loss_fn``)."""
         z_rng, d_rng = jax.random.split(rng)
+        labels = batch["label"] if self.num_classes else None
         fake, g_state, z = self._fake(g_params, model_state["generator"], z_rng,
-                                      batch["image"].shape[0], train=True)
+                                      batch["image"].shape[0], train=True, labels=labels)
         coded = bool(self.config.model.code_classes)
         # D's batch statistics move only in D's own steps.
         logits, _ = self.discriminate(d_params, model_state["discriminator"],
-                                      fake, d_rng, train=True, with_code=coded)
+                                      fake, d_rng, train=True, with_code=coded,
+                                      labels=labels)
         if coded:
             logits, code_logits = logits
         loss, metrics = adversarial.generator_loss(self.config.gan.loss, logits)
@@ -351,25 +393,38 @@ class GANTask(TwoPlayerTask):
         del final
         z_rng, d_rng = jax.random.split(rng)
         real = batch["image"] * 2.0 - 1.0
+        labels = batch["label"] if self.num_classes else None
         fake, _, _ = self._fake(params["generator"], params["generator_state"],
-                                z_rng, real.shape[0], train=False)
+                                z_rng, real.shape[0], train=False, labels=labels)
         d_state = params["discriminator_state"]
         real_logits, _ = self.discriminate(params["discriminator"], d_state, real,
-                                           d_rng, train=False)
+                                           d_rng, train=False, labels=labels)
         fake_logits, _ = self.discriminate(params["discriminator"], d_state, fake,
-                                           d_rng, train=False)
+                                           d_rng, train=False, labels=labels)
         return {"d_real": jax.nn.sigmoid(real_logits),
                 "d_fake": jax.nn.sigmoid(fake_logits)}
 
-    def sample_fn(self, params, rng, num_samples):
+    def sample(self, params, rng, num_samples: int, *, labels=None):
+        """Images in [0, 1]; a class-conditional GAN draws labels uniformly
+        unless ``labels [num_samples]`` are given."""
+        if self.num_classes and labels is None:
+            rng, label_rng = jax.random.split(rng)
+            labels = self.random_labels(label_rng, num_samples)
         x, _, _ = self._fake(params["generator"], params["generator_state"], rng,
-                             num_samples, train=False)
+                             num_samples, train=False, labels=labels)
         return (x + 1.0) * 0.5
+
+    def sample_fn(self, params, rng, num_samples):
+        return self.sample(params, rng, num_samples)
 
     def interpolate(self, params, rng, num_pairs: int = 4, num_steps: int = 10):
         """Samples along straight lines between pairs of latents,
         ``[num_pairs * num_steps, H, W, C]`` (Radford et al. 2015, section 6.1)."""
-        ends = self.latent(rng, 2 * num_pairs).reshape(num_pairs, 2, -1)
+        label_rng, rng = jax.random.split(rng) if self.num_classes else (None, rng)
+        labels = self.random_labels(label_rng, num_pairs)
+        if labels is not None:  # each pair keeps one label along its line
+            labels = jnp.repeat(labels, 2)
+        ends = self.latent(rng, 2 * num_pairs, labels).reshape(num_pairs, 2, -1)
         t = jnp.linspace(0.0, 1.0, num_steps)[None, :, None]
         z = (1.0 - t) * ends[:, :1] + t * ends[:, 1:]  # [pairs, steps, L]
         x, _ = self.generate(params["generator"], params["generator_state"],
@@ -388,9 +443,23 @@ class GANTask(TwoPlayerTask):
                              train=False)
         return (x + 1.0) * 0.5
 
+    def by_class(self, params, rng, num_columns: int = 10):
+        """Row ``k`` holds class ``k``, column ``j`` the same noise in every
+        row, ``[num_classes * num_columns, H, W, C]``."""
+        noise = self.latent_noise(rng, num_columns)
+        labels = jnp.repeat(jnp.arange(self.num_classes), num_columns)
+        z = jnp.concatenate([jnp.tile(noise, (self.num_classes, 1)),
+                             jax.nn.one_hot(labels, self.num_classes, dtype=noise.dtype)],
+                            axis=1)
+        x, _ = self.generate(params["generator"], params["generator_state"], z,
+                             train=False)
+        return (x + 1.0) * 0.5
+
     def figures(self, params, batch, rng):
         del batch
         figures = {"interpolation": (np.asarray(self.interpolate(params, rng)), 10)}
         if self.config.model.code_classes:
             figures["codes"] = (np.asarray(self.by_code(params, rng)), 10)
+        if self.num_classes:
+            figures["classes"] = (np.asarray(self.by_class(params, rng)), 10)
         return figures

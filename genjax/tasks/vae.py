@@ -10,15 +10,17 @@ from genjax.config import ConfigError, check_choice
 from genjax.models.vae import ACTIVATIONS, ARCHITECTURES, VAE
 from genjax.objectives import elbo
 from genjax.objectives import likelihood as likelihood_lib
-from genjax.tasks.base import Task
+from genjax.tasks.base import Task, has_labels
 
 
 class VAETask(Task):
     """Kingma & Welling 2013 on image data.
 
     Config keys used: ``model.{architecture, hidden, latents, activation,
-    likelihood}``, ``eval.{iwae_samples, iwae_samples_during_training,
-    iwae_chunk}``.
+    likelihood, class_conditional}``, ``eval.{iwae_samples,
+    iwae_samples_during_training, iwae_chunk}``. A class-conditional VAE
+    (Sohn et al. 2015) models p(x|y): its likelihoods are conditional on the
+    test labels, and its samples take uniformly drawn labels.
     """
 
     def __init__(self, config, dataset_info):
@@ -33,31 +35,45 @@ class VAETask(Task):
                            ("likelihood", elbo.LIKELIHOODS)):
             check_choice(f"model.{key}", m[key], valid)
         self.likelihood = m.likelihood
+        self.num_classes = 0
+        if m.get("class_conditional", False):
+            if not has_labels(dataset_info):
+                raise ConfigError(
+                    f"model.class_conditional=True needs labels; dataset "
+                    f"{config.data.name!r} has none: set it to false")
+            self.num_classes = int(dataset_info.num_classes)
         self.image_shape = tuple(dataset_info.element_spec["image"])
         self.num_dims = int(np.prod(self.image_shape))
         self.model = VAE(
             architecture=m.architecture, hidden=tuple(m.hidden),
             latents=m.latents, image_shape=self.image_shape,
             params_per_pixel=elbo.params_per_pixel(m.likelihood),
-            activation=m.activation)
+            activation=m.activation, num_classes=self.num_classes)
 
-    # Bound methods of the Linen model, as pure functions of params.
-    def _encode(self, params):
-        return lambda x: self.model.apply({"params": params}, x,
+    # Bound methods of the Linen model, as pure functions of params (and,
+    # for a conditional VAE, of the labels).
+    def _encode(self, params, labels=None):
+        return lambda x: self.model.apply({"params": params}, x, labels,
                                           method=VAE.encode)
 
-    def _decode(self, params):
-        return lambda z: self.model.apply({"params": params}, z,
+    def _decode(self, params, labels=None):
+        return lambda z: self.model.apply({"params": params}, z, labels,
                                           method=VAE.decode)
+
+    def _labels(self, batch):
+        return batch["label"] if self.num_classes else None
 
     def init_params(self, rng, example_batch):
         x = example_batch["image"]
-        return self.model.init(rng, x, rng)["params"]
+        labels = jnp.zeros((x.shape[0],), jnp.int32) if self.num_classes else None
+        return self.model.init(rng, x, rng, labels)["params"]
 
     def loss_fn(self, params, batch, rng):
         pixel_rng, z_rng = jax.random.split(rng)
         x = elbo.prepare_pixels(self.likelihood, batch["image"], pixel_rng)
-        nelbo, rec, kl = elbo.neg_elbo(self._encode(params), self._decode(params),
+        labels = self._labels(batch)
+        nelbo, rec, kl = elbo.neg_elbo(self._encode(params, labels),
+                                       self._decode(params, labels),
                                        x, z_rng, self.likelihood)
         loss = jnp.mean(nelbo)
         metrics = {"neg_elbo": loss, "reconstruction_nll": jnp.mean(rec),
@@ -70,7 +86,8 @@ class VAETask(Task):
         cfg = self.config.eval
         pixel_rng, z_rng, iw_rng = jax.random.split(rng, 3)
         x = elbo.prepare_pixels(self.likelihood, batch["image"], pixel_rng)
-        enc, dec = self._encode(params), self._decode(params)
+        labels = self._labels(batch)
+        enc, dec = self._encode(params, labels), self._decode(params, labels)
         nelbo, rec, kl = elbo.neg_elbo(enc, dec, x, z_rng, self.likelihood)
         k = cfg.iwae_samples if final else cfg.iwae_samples_during_training
         out = {"neg_elbo": nelbo, "reconstruction_nll": rec, "kl": kl}
@@ -89,34 +106,49 @@ class VAETask(Task):
             likelihood_lib.density_to_discrete_nll(nll_density, self.num_dims),
             self.num_dims)
 
-    def sample_fn(self, params, rng, num_samples):
-        z = jax.random.normal(rng, (num_samples, self.config.model.latents))
-        return elbo.mean_image(self.likelihood, self._decode(params)(z))
+    def sample(self, params, rng, num_samples, *, labels=None):
+        """Decoder means at ``z ~ N(0, I)``; a conditional VAE draws labels
+        uniformly unless ``labels [num_samples]`` are given."""
+        z_rng, label_rng = jax.random.split(rng)
+        z = jax.random.normal(z_rng, (num_samples, self.config.model.latents))
+        if self.num_classes and labels is None:
+            labels = jax.random.randint(label_rng, (num_samples,), 0, self.num_classes)
+        return elbo.mean_image(self.likelihood, self._decode(params, labels)(z))
 
-    def anomaly_score(self, params, images, rng, num_samples=16):
+    def sample_fn(self, params, rng, num_samples):
+        if not self.num_classes:  # the unconditional draw of earlier runs, unchanged
+            z = jax.random.normal(rng, (num_samples, self.config.model.latents))
+            return elbo.mean_image(self.likelihood, self._decode(params)(z))
+        return self.sample(params, rng, num_samples)
+
+    def anomaly_score(self, params, images, rng, num_samples=16, labels=None):
         """Per-example negative ELBO (nats) of images in [0, 1]; higher = odder."""
         pixel_rng, z_rng = jax.random.split(rng)
         x = elbo.prepare_pixels(self.likelihood, images, pixel_rng)
-        return elbo.anomaly_score(self._encode(params), self._decode(params),
+        return elbo.anomaly_score(self._encode(params, labels), self._decode(params, labels),
                                   x, z_rng, self.likelihood, num_samples)
 
-    def reconstruct(self, params, images):
+    def reconstruct(self, params, images, labels=None):
         """Decoder means at the posterior means of ``images``."""
-        mean, _ = self._encode(params)(images)
-        return elbo.mean_image(self.likelihood, self._decode(params)(mean))
+        mean, _ = self._encode(params, labels)(images)
+        return elbo.mean_image(self.likelihood, self._decode(params, labels)(mean))
 
-    def interpolate(self, params, image_a, image_b, num_steps=10):
-        """Decoded images along the line between two posterior means."""
-        mean, _ = self._encode(params)(jnp.stack([image_a, image_b]))
+    def interpolate(self, params, image_a, image_b, num_steps=10, labels=None):
+        """Decoded images along the line between two posterior means (a
+        conditional VAE: each image encoded with its label ``labels[0]``,
+        ``labels[1]``, the path decoded with the first)."""
+        mean, _ = self._encode(params, labels)(jnp.stack([image_a, image_b]))
         t = jnp.linspace(0.0, 1.0, num_steps)[:, None]
         z = (1.0 - t) * mean[0][None] + t * mean[1][None]  # [num_steps, L]
-        return elbo.mean_image(self.likelihood, self._decode(params)(z))
+        decode_labels = None if labels is None else jnp.full((num_steps,), labels[0])
+        return elbo.mean_image(self.likelihood, self._decode(params, decode_labels)(z))
 
     def figures(self, params, batch, rng):
         del rng
         images = batch["image"]
         n = min(10, images.shape[0])
-        recon = self.reconstruct(params, images[:n])
+        cond = self._labels(batch)
+        recon = self.reconstruct(params, images[:n], None if cond is None else cond[:n])
         # Originals on the top row, reconstructions below.
         figs = {"reconstructions": (np.concatenate([images[:n], recon]), n)}
         # Interpolate between two test images of different labels if we can.
@@ -125,8 +157,9 @@ class VAETask(Task):
             labels = np.asarray(batch["label"])
             others = np.nonzero(labels != labels[0])[0]
             j = int(others[0]) if len(others) else 1
-        figs["interpolation"] = (self.interpolate(params, images[0], images[j]),
-                                 10)
+        pair = None if cond is None else jnp.asarray([cond[0], cond[j]])
+        figs["interpolation"] = (self.interpolate(params, images[0], images[j],
+                                                  labels=pair), 10)
         return figs
 
 
@@ -143,6 +176,8 @@ def base_config(data_name: str):
     config.model.latents = 32
     config.model.activation = "relu"
     config.model.likelihood = "bernoulli"  # bernoulli | gaussian
+    # p(x|y): the label conditions encoder and decoder (Sohn et al. 2015).
+    config.model.class_conditional = False
     # k for the reported IWAE bound (--mode=eval and the end of training),
     # and a cheaper k for the evaluations during training (0 skips it).
     config.eval.iwae_samples = 1000
