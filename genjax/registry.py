@@ -131,7 +131,39 @@ class Experiment:
     results: tuple[Result, ...] = ()
 
 
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A registered study: a protocol run over many experiments (the
+    head-to-head table, the applications), listed apart from the model
+    recipes.
+
+    Attributes:
+      name: the module name under ``experiments/``.
+      description: what it measures, in a few words.
+      presets: the presets its command accepts (``--preset``).
+      command: how to run it.
+    """
+
+    name: str
+    description: str
+    presets: tuple[str, ...]
+    command: str
+
+
 _REGISTRY: dict[str, Experiment] = {}
+_STUDIES: dict[str, Study] = {}
+
+
+def register_study(study: Study) -> Study:
+    """Adds ``study`` to the registry of studies and returns it."""
+    _STUDIES[study.name] = study
+    return study
+
+
+def studies() -> dict[str, Study]:
+    """Every registered study, by name (importing the experiments package)."""
+    load_all()
+    return dict(_STUDIES)
 
 
 def register(experiment: Experiment) -> Experiment:
@@ -186,6 +218,13 @@ def table() -> str:
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths) + "  -----")
+    if _STUDIES:
+        lines.append("")
+        lines.append("studies (each runs many experiments under one protocol):")
+        for study in sorted(_STUDIES.values(), key=lambda s: s.name):
+            lines.append(f"  {study.name}: {study.description}; presets "
+                         f"{','.join(study.presets)}")
+            lines.append(f"    {study.command}")
     lines.append("")
     lines.append("measured results (details: docs/<family>.md):")
     for exp in experiments:

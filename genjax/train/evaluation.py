@@ -107,7 +107,8 @@ def run_eval(run: Run, params, *, final: bool) -> dict[str, float]:
 
 
 def sample_quality_metrics(run: Run, params, protocol, num_samples: int, *,
-                           final: bool = True) -> dict[str, float]:
+                           final: bool = True,
+                           samplers: tuple[str, ...] | None = None) -> dict[str, float]:
     """The shared sample-quality metrics of ``num_samples`` new samples from
     each of the task's samplers (``task.sample_quality_samplers``).
 
@@ -116,13 +117,16 @@ def sample_quality_metrics(run: Run, params, protocol, num_samples: int, *,
     only; every sampler gets the same keys. ``eval/<name>/sample_seconds``
     is each sampler's drawing time, compilation excluded; a sampler that
     returns ``(samples, extras)`` also reports each extra's mean (e.g.
-    ``nfe``). ``final`` is passed to ``task.sample_quality_samplers``.
+    ``nfe``). ``final`` is passed to ``task.sample_quality_samplers``;
+    ``samplers`` keeps only those names (``("",)``: the task's own sampler).
     """
     chunk = min(protocol.batch_size, num_samples)
     key = run.key("sample_quality")
     cache_dir = run.config.data.get("data_dir") or default_data_dir()
     out = {}
     for name, sample_fn in run.task.sample_quality_samplers(final).items():
+        if samplers is not None and name not in samplers:
+            continue
         # Cached apart from draw()'s sample_fn: these may return extras.
         fn = compiled_sampler(run, params, f"quality/{name}", sample_fn, chunk, key)
         t0 = time.perf_counter()
