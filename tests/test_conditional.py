@@ -115,9 +115,10 @@ def test_a_conditional_flows_likelihood_is_its_class_gaussian_on_the_latent(
     latent; a short run trains, and its samples follow the given labels."""
     config = set_overrides(realnvp_mnist.get_config("smoke"), {
         "data.name": "digits", "data.data_dir": str(shared_data_dir),
-        "eval.batch_size": 120, "train.eval_every": 20,
+        "eval.batch_size": 120, "train.num_steps": 6, "train.eval_every": 6,
+        "train.checkpoint_every": 6, "train.log_every": 3,
         "eval.sample_quality.num_samples": 100, "eval.sample_quality.kid_subset_size": 50,
-        "model.class_conditional": True})
+        "eval.temperatures": (), "model.class_conditional": True})
     final = loop.train_and_evaluate(config, str(tmp_path / "wd"),
                                     realnvp_mnist.EXPERIMENT.make_task)
     assert 0 < final["eval/bits_per_dim"] < 9 and np.isfinite(final["eval/fd"])

@@ -199,7 +199,8 @@ def test_a_mixture_trains_in_the_loop_with_exact_batch_em(module, shared_data_di
     logged NLL never rises after the start, and the run evaluates, samples
     and draws its components like any family."""
     workdir = tmp_path / "wd"
-    config = _digits_config(module, shared_data_dir)
+    # gmm_mnist's full covariances (its smoke preset has diagonal ones).
+    config = _digits_config(module, shared_data_dir, **{"model.covariance": "full"})
     final = loop.train_and_evaluate(config, str(workdir), module.EXPERIMENT.make_task)
     losses = [row["train/loss"] for row in read_jsonl(workdir / "metrics.jsonl")
               if "train/loss" in row]
