@@ -33,6 +33,20 @@ def has_labels(dataset_info) -> bool:
     return "label" in dataset_info.element_spec and bool(dataset_info.num_classes)
 
 
+def conditional_classes(config, dataset_info) -> int:
+    """The number of classes a model conditions on: the dataset's when
+    ``model.class_conditional`` is true (a one-line ConfigError if the data
+    has no labels), else 0."""
+    if not config.model.get("class_conditional", False):
+        return 0
+    if not has_labels(dataset_info):
+        from genjax.config import ConfigError  # pylint: disable=import-outside-toplevel
+        raise ConfigError(
+            f"model.class_conditional=True needs labels; dataset "
+            f"{config.data.name!r} has none: set it to false")
+    return int(dataset_info.num_classes)
+
+
 class Task(abc.ABC):
     """One model family on one kind of data.
 

@@ -22,7 +22,7 @@ from genjax.evaluate import sample_quality
 from genjax.models import flows as flows_lib
 from genjax.objectives import flow as flow_obj
 from genjax.objectives import likelihood
-from genjax.tasks.base import Task, has_labels
+from genjax.tasks.base import Task, conditional_classes
 
 log = logging.getLogger("genjax")
 
@@ -156,13 +156,7 @@ class FlowTask(Task):
                 f"{tuple(config.eval.temperatures)}")
         self.shape = tuple(dataset_info.element_spec[self.field])
         self.num_dims = int(np.prod(self.shape))
-        self.num_classes = 0
-        if m.get("class_conditional", False):
-            if not has_labels(dataset_info):
-                raise ConfigError(
-                    f"model.class_conditional=True needs labels; dataset "
-                    f"{config.data.name!r} has none: set it to false")
-            self.num_classes = int(dataset_info.num_classes)
+        self.num_classes = conditional_classes(config, dataset_info)
         if kind == "image":
             self.model = flows_lib.MultiScaleFlow(
                 image_shape=self.shape, architecture=m.architecture,

@@ -29,7 +29,7 @@ from genjax.config import ConfigError, check_choice
 from genjax.evaluate import sample_quality
 from genjax.models import gan as gan_models
 from genjax.objectives import adversarial
-from genjax.tasks.base import Task, has_labels
+from genjax.tasks.base import Task, conditional_classes
 from genjax.train import step as step_lib
 from genjax.train import two_player
 from genjax.train.state import build_optimizer
@@ -206,18 +206,12 @@ class GANTask(TwoPlayerTask):
             raise ConfigError(
                 f"model.code_classes={m.code_classes} needs model.architecture="
                 f"'dcgan' (got {m.architecture!r}); set model.code_classes=0")
-        self.num_classes = 0
-        if m.get("class_conditional", False):
-            if m.code_classes:
-                raise ConfigError(
-                    f"model.class_conditional=True with model.code_classes="
-                    f"{m.code_classes}: the label and InfoGAN's code share the "
-                    f"latent's one-hot slot; set model.code_classes=0")
-            if not has_labels(dataset_info):
-                raise ConfigError(
-                    f"model.class_conditional=True needs labels; dataset "
-                    f"{config.data.name!r} has none: set it to false")
-            self.num_classes = int(dataset_info.num_classes)
+        if m.get("class_conditional", False) and m.code_classes:
+            raise ConfigError(
+                f"model.class_conditional=True with model.code_classes="
+                f"{m.code_classes}: the label and InfoGAN's code share the "
+                f"latent's one-hot slot; set model.code_classes=0")
+        self.num_classes = conditional_classes(config, dataset_info)
         if g.info_weight < 0:
             raise ConfigError(f"gan.info_weight={g.info_weight} must be >= 0")
         self.d_uses_bn = m.architecture == "dcgan" and m.d_norm == "batch"

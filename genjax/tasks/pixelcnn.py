@@ -26,7 +26,7 @@ from genjax.evaluate import sample_quality
 from genjax.models.pixelcnn import GatedPixelCNN
 from genjax.objectives import likelihood as likelihood_lib
 from genjax.objectives import pixels as pixels_lib
-from genjax.tasks.base import Task, has_labels
+from genjax.tasks.base import Task, conditional_classes
 from genjax.train import step as step_lib
 
 
@@ -83,13 +83,7 @@ class PixelCNNTask(Task):
             raise ConfigError(f"sample.temperature={config.sample.temperature} must be > 0")
         self.distribution = m.distribution
         self.num_dims = int(np.prod(self.image_shape))
-        self.num_classes = 0
-        if m.class_conditional:
-            if not has_labels(dataset_info):
-                raise ConfigError(
-                    f"model.class_conditional=True needs labels; dataset "
-                    f"{config.data.name!r} has none: set it to false")
-            self.num_classes = int(dataset_info.num_classes)
+        self.num_classes = conditional_classes(config, dataset_info)
         self.model = GatedPixelCNN(
             features=int(m.features), num_layers=int(m.num_layers), kernel=int(m.kernel),
             first_kernel=int(m.first_kernel),

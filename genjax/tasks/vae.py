@@ -10,7 +10,7 @@ from genjax.config import ConfigError, check_choice
 from genjax.models.vae import ACTIVATIONS, ARCHITECTURES, VAE
 from genjax.objectives import elbo
 from genjax.objectives import likelihood as likelihood_lib
-from genjax.tasks.base import Task, has_labels
+from genjax.tasks.base import Task, conditional_classes
 
 
 class VAETask(Task):
@@ -35,13 +35,7 @@ class VAETask(Task):
                            ("likelihood", elbo.LIKELIHOODS)):
             check_choice(f"model.{key}", m[key], valid)
         self.likelihood = m.likelihood
-        self.num_classes = 0
-        if m.get("class_conditional", False):
-            if not has_labels(dataset_info):
-                raise ConfigError(
-                    f"model.class_conditional=True needs labels; dataset "
-                    f"{config.data.name!r} has none: set it to false")
-            self.num_classes = int(dataset_info.num_classes)
+        self.num_classes = conditional_classes(config, dataset_info)
         self.image_shape = tuple(dataset_info.element_spec["image"])
         self.num_dims = int(np.prod(self.image_shape))
         self.model = VAE(
