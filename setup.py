@@ -22,6 +22,10 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "pillow>=10.0",
     "scikit-learn>=1.4",
+    # SciPy's OpenBLAS, under jaxlib's LAPACK kernels, set to one thread on
+    # several CPU devices (genjax.train.step.single_thread_lapack).
+    "scipy>=1.11",
+    "threadpoolctl>=3.1",
     "tensorboardX>=2.6",
     "tqdm>=4.66",
     # Adaptive ODE solvers (the probability-flow ODE and flow matching).

@@ -32,9 +32,6 @@ def get_config(preset: str = "cpu"):
     q.num_samples_during_training = 0
     t = config.train
     if preset == "smoke":
-        # Diagonal covariances: the smoke runs on 8 simulated CPU devices,
-        # where the full M-step's eigendecomposition hangs (see docs/mixture.md).
-        config.model.covariance = "diag"
         config.model.components = 3
         t.batch_size = 512
         t.num_steps, t.log_every, t.eval_every, t.checkpoint_every = 6, 1, 3, 3

@@ -160,6 +160,13 @@ x = jnp.asarray(load_digits().data[:1792] / 16.0, jnp.float32)
 mesh = Mesh(np.array(jax.devices()), ("data",))
 xs = jax.device_put(x, NamedSharding(mesh, P("data")))
 assert len(xs.sharding.device_set) == 8
+import threadpoolctl
+from genjax.train import step
+assert step.single_thread_lapack(mesh)  # as run.build does on this mesh
+assert not step.single_thread_lapack(Mesh(np.array(jax.devices()[:1]), ("data",)))
+threads = {lib.filepath: lib.num_threads
+           for lib in threadpoolctl.ThreadpoolController().lib_controllers}
+assert [n for path, n in threads.items() if "scipy" in path and "numpy" not in path] == [1], threads
 for cov in ("diag", "full"):
     p = mixture.init_params(jax.random.key(0), "gaussian", cov, 5, 64)
     def run(data):
@@ -179,7 +186,7 @@ print("same on 8 devices")
 
 
 @pytest.mark.subprocess
-def test_the_sharded_e_step_gives_the_single_device_answer():
+def test_the_sharded_em_step_gives_the_single_device_answer():
     proc = run_python(["-c", _SHARDED], devices=8, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "same on 8 devices" in proc.stdout
@@ -199,8 +206,7 @@ def test_a_mixture_trains_in_the_loop_with_exact_batch_em(module, shared_data_di
     logged NLL never rises after the start, and the run evaluates, samples
     and draws its components like any family."""
     workdir = tmp_path / "wd"
-    # gmm_mnist's full covariances (its smoke preset has diagonal ones).
-    config = _digits_config(module, shared_data_dir, **{"model.covariance": "full"})
+    config = _digits_config(module, shared_data_dir)
     final = loop.train_and_evaluate(config, str(workdir), module.EXPERIMENT.make_task)
     losses = [row["train/loss"] for row in read_jsonl(workdir / "metrics.jsonl")
               if "train/loss" in row]

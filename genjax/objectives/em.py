@@ -102,7 +102,11 @@ def m_step(stats: dict, distribution: str, covariance: str, *,
     cov = (stats["second"] / safe[:, None, None]
            - shift[:, :, None] * shift[:, None, :])
     cov = 0.5 * (cov + jnp.swapaxes(cov, 1, 2))
-    values, vectors = jnp.linalg.eigh(cov)
+    # One matrix per LAPACK call (lax.map, not a batched eigh): jaxlib spreads
+    # a batch over XLA's intra-op thread pool and waits for it, and on a mesh
+    # of CPU devices every pool thread may be a device blocked in that same
+    # wait, a deadlock (seen with 8 CPU devices, jax 0.10.2).
+    values, vectors = jax.lax.map(jnp.linalg.eigh, cov)
     return {"logits": logits, "means": mean, "eigenvectors": vectors,
             "eigenvalues": jnp.maximum(values, min_variance)}
 

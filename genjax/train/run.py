@@ -133,6 +133,7 @@ def build(config: ml_collections.ConfigDict, workdir: str,
     step_lib.split_host_cpu(config.get("cpu_devices", 0))
     validate(config, devices)
     mesh = step_lib.mesh_of(config, devices)
+    step_lib.single_thread_lapack(mesh)
     distributed.check_same_config(config_lib.to_dict(config))
     if dataset is None:
         # Process 0 first: it prepares what is missing on disk (a TFDS

@@ -163,6 +163,33 @@ def steps_must_sync(mesh: Mesh) -> bool:
         d.platform == "cpu" for d in mesh.devices.flat)
 
 
+def single_thread_lapack(mesh: Mesh) -> bool:
+    """On a mesh of several CPU devices, runs jaxlib's LAPACK kernels
+    (``eigh``, ``cholesky``, ...) on one thread each; True if it did.
+
+    jaxlib's CPU LAPACK calls the OpenBLAS that SciPy bundles, whose level-3
+    routines serialise on one global lock and spin their own worker threads.
+    With one XLA device per core each running a decomposition at once (a
+    full-covariance M-step on every device), those threads contend for the
+    cores and the lock: a step of eight 784x784 ``eigh`` calls on 8 CPU
+    devices took 40 s or more, when it finished at all, against 4 s with
+    one thread per call (measured here, jax 0.10.2, 2 cores). The devices
+    already keep the cores busy, so one thread per call loses nothing.
+    NumPy's own OpenBLAS (a separate library) is left alone, as is every
+    single-device run.
+    """
+    if mesh.devices.size < 2 or any(d.platform != "cpu" for d in mesh.devices.flat):
+        return False
+    import scipy.linalg  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import threadpoolctl  # pylint: disable=import-outside-toplevel
+    done = False
+    for lib in threadpoolctl.ThreadpoolController().lib_controllers:
+        if f"scipy.libs{os.sep}" in lib.filepath or "/scipy/" in lib.filepath:
+            lib.set_num_threads(1)
+            done = True
+    return done
+
+
 def batch_axes(mesh) -> tuple[str, ...]:
     """The mesh axes the batch is split over (those of ``BATCH_AXES`` it has)."""
     return tuple(a for a in BATCH_AXES if a in mesh.axis_names)
