@@ -223,14 +223,50 @@ def from_dict(d: dict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(d)
 
 
-def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Human-readable differences between two config dicts."""
+# Keys added after runs were saved whose value that reproduces those runs is
+# not an "off" value: a saved config that lacks one reads as this value.
+BEFORE_KEY_EXISTED = {
+    "vae.importance_samples": 1,  # the ELBO, as every VAE trained before
+    "model.prior": "standard",  # N(0, I), as every VAE trained before
+}
+
+
+def diff(a: dict, b: dict, prefix: str = "", *, absent_as_off: bool = False) -> list[str]:
+    """Human-readable differences between two config dicts.
+
+    With ``absent_as_off``, a key that one side lacks and the other sets to
+    False, None, 0 or "" (or to its ``BEFORE_KEY_EXISTED`` value) is no
+    difference, nor is a section one side lacks whose keys all are: a switch
+    added to the config after a run was saved, left off, describes the same
+    model (``model.class_conditional`` for runs saved before conditional
+    variants existed)."""
     out = []
     for key in sorted(set(a) | set(b)):
         path = f"{prefix}{key}"
         va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if absent_as_off and isinstance(va, dict) and key not in b:
+            vb = {}
+        if absent_as_off and isinstance(vb, dict) and key not in a:
+            va = {}
         if isinstance(va, dict) and isinstance(vb, dict):
-            out.extend(diff(va, vb, path + "."))
+            out.extend(diff(va, vb, path + ".", absent_as_off=absent_as_off))
+        elif absent_as_off and (key not in a and _reads_as_absent(path, vb)
+                                or key not in b and _reads_as_absent(path, va)):
+            continue
         elif va != vb:
             out.append(f"{path}: {va!r} -> {vb!r}")
     return out
+
+
+def _reads_as_absent(path: str, value) -> bool:
+    if path in BEFORE_KEY_EXISTED:
+        return value == BEFORE_KEY_EXISTED[path]
+    return (value is None or value is False or value == ""
+            or type(value) in (int, float) and value == 0)
+
+
+def model_diff(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+    """How ``config``'s model differs from a saved run's (``config.json`` or a
+    checkpoint's config); empty when it is the same model."""
+    return diff({"model": saved.get("model", {})},
+                {"model": to_dict(config).get("model", {})}, absent_as_off=True)

@@ -190,6 +190,27 @@ def test_every_registered_experiment_has_required_keys_and_presets():
                 config_lib.to_dict(config)) == []
 
 
+def test_model_diff_takes_a_switch_added_since_and_left_off_as_the_same_model():
+    config = ml_collections.ConfigDict({"model": {"width": 8, "class_conditional": False}})
+    saved_before = {"model": {"width": 8}}  # written before the switch existed
+    assert config_lib.model_diff(saved_before, config) == []
+    config.model.class_conditional = True
+    assert config_lib.model_diff(saved_before, config) == [
+        "model.class_conditional: '<absent>' -> True"]
+    config.model.class_conditional = False
+    config.model.width = 16
+    assert config_lib.model_diff(saved_before, config) == ["model.width: 8 -> 16"]
+    # A key whose earlier behaviour is not "off" reads as its registered value.
+    saved_vae = {"model": {}}
+    vae_config = ml_collections.ConfigDict({"model": {}, "vae": {"importance_samples": 1}})
+    assert config_lib.diff(saved_vae, config_lib.to_dict(vae_config), absent_as_off=True) == []
+    vae_config.vae.importance_samples = 5
+    assert config_lib.diff(saved_vae, config_lib.to_dict(vae_config), absent_as_off=True) == [
+        "vae.importance_samples: '<absent>' -> 5"]
+    # Plain diff still reports the absent key.
+    assert config_lib.diff({"a": 1}, {"a": 1, "b": False}) == ["b: '<absent>' -> False"]
+
+
 # --------------------------------------------------------------------------
 # Real processes, started together.
 

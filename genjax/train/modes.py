@@ -49,8 +49,9 @@ def _saved_dataset(config, workdir: str):
 
 
 def restore_for_inference(config, workdir: str, make_task, *,
-                          need_data: bool = True) -> tuple[Run, int, Any]:
-    """``(run, step, inference params)`` of ``workdir``'s latest checkpoint.
+                          need_data: bool = True, devices=None) -> tuple[Run, int, Any]:
+    """``(run, step, inference params)`` of ``workdir``'s latest checkpoint,
+    on ``devices`` if given (``run.build``), else on all of them.
 
     Raises:
       CheckpointError: no checkpoint, or one of another model config.
@@ -59,15 +60,14 @@ def restore_for_inference(config, workdir: str, make_task, *,
         raise ckpt_lib.CheckpointError(
             f"no checkpoints in {workdir}; train first with --mode=train")
     dataset = None if need_data else _saved_dataset(config, workdir)
-    run = build(config, workdir, make_task, dataset)
+    run = build(config, workdir, make_task, dataset, devices=devices)
     restored = run.checkpointer.restore_latest(run.abstract_state)
     if restored is None:
         raise ckpt_lib.CheckpointError(
             f"no complete checkpoint in {run.checkpointer.directory}; "
             "train first with --mode=train")
     step, state, _, saved = restored
-    model_diff = config_lib.diff(saved.get("model", {}),
-                                 config_lib.to_dict(config).get("model", {}))
+    model_diff = config_lib.model_diff(saved, config)
     if model_diff:
         raise ckpt_lib.CheckpointError(
             f"{workdir} was trained with a different model config "
