@@ -262,6 +262,78 @@ def test_iwae_chunks_combine_exactly():
         _nll_iwae(jnp.asarray(x), rng, 100, 30)
 
 
+def test_the_iwae_training_gradient_weights_each_sample_by_its_normalised_weight():
+    """Burda et al. 2016, eq. 14: the gradient of -IWAE_k is minus the sum,
+    over the k samples, of each normalised importance weight times the
+    gradient of that sample's log weight (the noise held fixed)."""
+    x = jnp.asarray(binary_images(3))
+    rng, k = jax.random.key(5), 4
+    eps = jax.random.normal(jax.random.split(rng, 1)[0], (k, 3, LATENTS))
+
+    def loss(w):
+        return jnp.sum(elbo.neg_iwae(lambda v: encode(v, w=w), lambda z: decode(z, w=w),
+                                     x, rng, "bernoulli", k))
+
+    def log_weights(w):  # [k, B], the same draws
+        mean, logvar = encode(x, w=w)
+        z = mean[None] + jnp.exp(0.5 * logvar[None]) * eps
+        out = decode(z.reshape(k * 3, LATENTS), w=w)
+        x_rep = jnp.broadcast_to(x, (k,) + x.shape).reshape((k * 3,) + x.shape[1:])
+        return (elbo.bernoulli_log_prob(out, x_rep).reshape(k, 3)
+                + elbo.standard_normal_log_prob(z)
+                - elbo.diag_gaussian_log_prob(z, mean[None], logvar[None]))
+
+    weights = jax.nn.softmax(log_weights(WEIGHTS), axis=0)       # [k, B]
+    jacobian = jax.jacobian(log_weights)(WEIGHTS)                 # [k, B, ...]
+    expected = jax.tree.map(
+        lambda j: -jnp.einsum("kb,kb...->...", weights, j), jacobian)
+    got = jax.grad(loss)(WEIGHTS)
+    for name in WEIGHTS:
+        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(expected[name]),
+                                   rtol=2e-4, atol=1e-5)
+    # k = 1 is the one-sample ELBO with a sampled KL: the same number as
+    # the k = 1 bound.
+    np.testing.assert_allclose(
+        np.asarray(elbo.neg_iwae(encode, decode, x, rng, "bernoulli", 1)),
+        np.asarray(_nll_iwae(x, rng, 1, 1)), rtol=1e-6)
+
+
+def test_the_vampprior_density_is_the_mixture_of_its_components():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(7, 3)) * 2.0
+    means = rng.normal(size=(5, 3))
+    logvars = rng.normal(size=(5, 3)) * 0.5
+    got = np.asarray(elbo.mixture_log_prob(jnp.asarray(z, jnp.float32),
+                                           jnp.asarray(means, jnp.float32),
+                                           jnp.asarray(logvars, jnp.float32)))
+    per_component = np.stack([
+        stats.multivariate_normal(means[k], np.diag(np.exp(logvars[k]))).logpdf(z)
+        for k in range(5)], axis=1)
+    want = special.logsumexp(per_component, axis=1) - math.log(5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_prior_of_one_standard_component_gives_the_standard_bounds():
+    """The learned-prior path (sampled KL, the prior's density inside the
+    importance weights) with p(z) = N(0, I) written as a one-component
+    mixture: the same IWAE bound on the same draws, and the ELBO in
+    expectation."""
+    x = jnp.asarray(binary_images(4))
+    rng = jax.random.key(9)
+    standard = lambda z: elbo.mixture_log_prob(  # noqa: E731
+        z, jnp.zeros((1, LATENTS)), jnp.zeros((1, LATENTS)))
+    np.testing.assert_allclose(
+        np.asarray(elbo.nll_iwae(encode, decode, x, rng, "bernoulli", 40, 20,
+                                 log_prior=standard)),
+        np.asarray(_nll_iwae(x, rng, 40, 20)), rtol=1e-5)
+    keys = jax.random.split(rng, 2000)
+    sampled = jax.vmap(lambda k: elbo.neg_elbo(encode, decode, x, k, "bernoulli",
+                                               standard)[0])(keys)
+    analytic = jax.vmap(lambda k: elbo.neg_elbo(encode, decode, x, k, "bernoulli")[0])(keys)
+    diff = np.asarray(sampled - analytic, np.float64)  # the KL estimate's noise
+    assert abs(diff.mean()) < 4 * diff.std() / math.sqrt(diff.size)
+
+
 @pytest.fixture(scope="module")
 def iwae_draws():
     """Per key and example: neg ELBO (analytic KL) and -IWAE_k for k=1,10,100

@@ -19,6 +19,7 @@ _ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "gelu": nn.gelu,
                 "softplus": nn.softplus, "elu": nn.elu}
 ACTIVATIONS = tuple(_ACTIVATIONS)
 ARCHITECTURES = ("mlp", "conv")
+PRIORS = ("standard", "vamp")
 
 
 def _activation(name: str):
@@ -135,6 +136,10 @@ class VAE(nn.Module):
       num_classes: > 0 for a conditional VAE (Sohn et al. 2015): the label,
         one-hot, is appended to the encoder's flattened features and to z
         before the decoder, q(z|x, y) and p(x|z, y); labels are then required.
+      prior: "standard", p(z) = N(0, I); or "vamp", the VampPrior (Tomczak &
+        Welling 2018): the mixture of the encoder's posteriors at
+        ``pseudo_inputs`` learned images, ``(1/K) sum_k q(z|u_k)``.
+      pseudo_inputs: K for the VampPrior.
     """
 
     architecture: str
@@ -144,8 +149,22 @@ class VAE(nn.Module):
     params_per_pixel: int = 1
     activation: str = "relu"
     num_classes: int = 0
+    prior: str = "standard"
+    pseudo_inputs: int = 0
 
     def setup(self):
+        if self.prior == "vamp":
+            if self.pseudo_inputs < 1 or self.num_classes:
+                raise ValueError("the VampPrior needs pseudo_inputs >= 1 and an "
+                                 "unconditional VAE")
+            # Tomczak & Welling's MNIST initialisation: N(0.05, 0.01), kept
+            # in [0, 1] by a hard clip where they are used.
+            self.pseudo = self.param(
+                "pseudo_inputs",
+                lambda rng, shape: 0.05 + 0.01 * jax.random.normal(rng, shape),
+                (self.pseudo_inputs,) + tuple(self.image_shape))
+        elif self.prior != "standard":
+            raise ValueError(f"model.prior={self.prior!r}; valid: {', '.join(PRIORS)}")
         if self.architecture == "mlp":
             self.encoder = MLPEncoder(self.hidden, self.latents, self.activation)
             self.decoder = MLPDecoder(tuple(reversed(self.hidden)),
@@ -181,10 +200,17 @@ class VAE(nn.Module):
         """p(x|z[, y]) parameters."""
         return self.decoder(z, self._cond(labels, z.shape[0]))
 
+    def prior_components(self):
+        """The VampPrior's components: the encoder's (mean, logvar) at the
+        pseudo-inputs, each ``[K, latents]``."""
+        return self.encoder(jnp.clip(self.pseudo, 0.0, 1.0))
+
     def __call__(self, x, rng, labels=None):
         """One reparameterised pass: (decoder output, mean, logvar, z)."""
         mean, logvar = self.encode(x, labels)
         z = reparameterize(rng, mean, logvar)
+        if self.prior == "vamp":  # creates the pseudo-inputs at init
+            self.prior_components()
         return self.decode(z, labels), mean, logvar, z
 
 

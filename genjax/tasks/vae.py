@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.config import ConfigError, check_choice
-from genjax.models.vae import ACTIVATIONS, ARCHITECTURES, VAE
+from genjax.models.vae import ACTIVATIONS, ARCHITECTURES, PRIORS, VAE
 from genjax.objectives import elbo
 from genjax.objectives import likelihood as likelihood_lib
 from genjax.tasks.base import Task, conditional_classes
@@ -17,8 +17,10 @@ class VAETask(Task):
     """Kingma & Welling 2013 on image data.
 
     Config keys used: ``model.{architecture, hidden, latents, activation,
-    likelihood, class_conditional}``, ``eval.{iwae_samples,
-    iwae_samples_during_training, iwae_chunk}``. A class-conditional VAE
+    likelihood, class_conditional, prior, pseudo_inputs}``, ``vae.importance_samples`` (k: 1
+    trains on the ELBO, k > 1 on the importance-weighted bound, Burda et al.
+    2016), ``eval.{iwae_samples, iwae_samples_during_training, iwae_chunk}``.
+    A class-conditional VAE
     (Sohn et al. 2015) models p(x|y): its likelihoods are conditional on the
     test labels, and its samples take uniformly drawn labels.
     """
@@ -32,9 +34,23 @@ class VAETask(Task):
         m = config.model
         for key, valid in (("architecture", ARCHITECTURES),
                            ("activation", ACTIVATIONS),
-                           ("likelihood", elbo.LIKELIHOODS)):
+                           ("likelihood", elbo.LIKELIHOODS),
+                           ("prior", PRIORS)):
             check_choice(f"model.{key}", m[key], valid)
+        if m.prior == "vamp" and m.pseudo_inputs < 1:
+            raise ConfigError(f"model.pseudo_inputs={m.pseudo_inputs}: the VampPrior "
+                              f"needs at least one pseudo-input (Tomczak & Welling "
+                              f"2018 use 500 on MNIST)")
+        if m.prior == "vamp" and m.class_conditional:
+            raise ConfigError("model.prior='vamp' with model.class_conditional=true: "
+                              "the VampPrior is for unconditional VAEs; use "
+                              "model.prior=standard")
         self.likelihood = m.likelihood
+        k = config.vae.importance_samples
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"vae.importance_samples={k!r} must be an integer >= 1 "
+                              f"(1: the ELBO; k > 1: the IWAE bound)")
+        self.importance_samples = k
         self.num_classes = conditional_classes(config, dataset_info)
         self.image_shape = tuple(dataset_info.element_spec["image"])
         self.num_dims = int(np.prod(self.image_shape))
@@ -42,7 +58,8 @@ class VAETask(Task):
             architecture=m.architecture, hidden=tuple(m.hidden),
             latents=m.latents, image_shape=self.image_shape,
             params_per_pixel=elbo.params_per_pixel(m.likelihood),
-            activation=m.activation, num_classes=self.num_classes)
+            activation=m.activation, num_classes=self.num_classes,
+            prior=m.prior, pseudo_inputs=m.pseudo_inputs if m.prior == "vamp" else 0)
 
     # Bound methods of the Linen model, as pure functions of params (and,
     # for a conditional VAE, of the labels).
@@ -53,6 +70,25 @@ class VAETask(Task):
     def _decode(self, params, labels=None):
         return lambda z: self.model.apply({"params": params}, z, labels,
                                           method=VAE.decode)
+
+    def _log_prior(self, params):
+        """``z [N, L] -> log p(z)`` for the VampPrior; None for N(0, I)."""
+        if self.config.model.prior != "vamp":
+            return None
+        means, logvars = self.model.apply({"params": params},
+                                          method=VAE.prior_components)
+        return lambda z: elbo.mixture_log_prob(z, means, logvars)
+
+    def _prior_sample(self, params, rng, num_samples):
+        """z from the prior: N(0, I), or a uniformly chosen VampPrior component."""
+        if self.config.model.prior != "vamp":
+            return jax.random.normal(rng, (num_samples, self.config.model.latents))
+        means, logvars = self.model.apply({"params": params},
+                                          method=VAE.prior_components)
+        pick_rng, z_rng = jax.random.split(rng)
+        k = jax.random.randint(pick_rng, (num_samples,), 0, means.shape[0])
+        eps = jax.random.normal(z_rng, (num_samples, self.config.model.latents))
+        return means[k] + jnp.exp(0.5 * logvars[k]) * eps
 
     def _labels(self, batch):
         return batch["label"] if self.num_classes else None
@@ -66,9 +102,19 @@ class VAETask(Task):
         pixel_rng, z_rng = jax.random.split(rng)
         x = elbo.prepare_pixels(self.likelihood, batch["image"], pixel_rng)
         labels = self._labels(batch)
+        log_prior = self._log_prior(params)
+        if self.importance_samples > 1:
+            loss = jnp.mean(elbo.neg_iwae(self._encode(params, labels),
+                                          self._decode(params, labels), x, z_rng,
+                                          self.likelihood, self.importance_samples,
+                                          log_prior))
+            metrics = {"neg_iwae": loss}
+            if self.likelihood == "gaussian":
+                metrics["bits_per_dim"] = self.bits_per_dim(loss)
+            return loss, metrics
         nelbo, rec, kl = elbo.neg_elbo(self._encode(params, labels),
                                        self._decode(params, labels),
-                                       x, z_rng, self.likelihood)
+                                       x, z_rng, self.likelihood, log_prior)
         loss = jnp.mean(nelbo)
         metrics = {"neg_elbo": loss, "reconstruction_nll": jnp.mean(rec),
                    "kl": jnp.mean(kl)}
@@ -82,12 +128,13 @@ class VAETask(Task):
         x = elbo.prepare_pixels(self.likelihood, batch["image"], pixel_rng)
         labels = self._labels(batch)
         enc, dec = self._encode(params, labels), self._decode(params, labels)
-        nelbo, rec, kl = elbo.neg_elbo(enc, dec, x, z_rng, self.likelihood)
+        log_prior = self._log_prior(params)
+        nelbo, rec, kl = elbo.neg_elbo(enc, dec, x, z_rng, self.likelihood, log_prior)
         k = cfg.iwae_samples if final else cfg.iwae_samples_during_training
         out = {"neg_elbo": nelbo, "reconstruction_nll": rec, "kl": kl}
         if k > 0:
             out["nll_iwae"] = elbo.nll_iwae(enc, dec, x, iw_rng, self.likelihood,
-                                            k, cfg.iwae_chunk)
+                                            k, cfg.iwae_chunk, log_prior)
         if self.likelihood == "gaussian":
             out["bits_per_dim"] = self.bits_per_dim(out.get("nll_iwae", nelbo))
         return out
@@ -104,14 +151,14 @@ class VAETask(Task):
         """Decoder means at ``z ~ N(0, I)``; a conditional VAE draws labels
         uniformly unless ``labels [num_samples]`` are given."""
         z_rng, label_rng = jax.random.split(rng)
-        z = jax.random.normal(z_rng, (num_samples, self.config.model.latents))
+        z = self._prior_sample(params, z_rng, num_samples)
         if self.num_classes and labels is None:
             labels = jax.random.randint(label_rng, (num_samples,), 0, self.num_classes)
         return elbo.mean_image(self.likelihood, self._decode(params, labels)(z))
 
     def sample_fn(self, params, rng, num_samples):
         if not self.num_classes:  # the unconditional draw of earlier runs, unchanged
-            z = jax.random.normal(rng, (num_samples, self.config.model.latents))
+            z = self._prior_sample(params, rng, num_samples)
             return elbo.mean_image(self.likelihood, self._decode(params)(z))
         return self.sample(params, rng, num_samples)
 
@@ -120,7 +167,8 @@ class VAETask(Task):
         pixel_rng, z_rng = jax.random.split(rng)
         x = elbo.prepare_pixels(self.likelihood, images, pixel_rng)
         return elbo.anomaly_score(self._encode(params, labels), self._decode(params, labels),
-                                  x, z_rng, self.likelihood, num_samples)
+                                  x, z_rng, self.likelihood, num_samples,
+                                  self._log_prior(params))
 
     def reconstruct(self, params, images, labels=None):
         """Decoder means at the posterior means of ``images``."""
@@ -172,6 +220,14 @@ def base_config(data_name: str):
     config.model.likelihood = "bernoulli"  # bernoulli | gaussian
     # p(x|y): the label conditions encoder and decoder (Sohn et al. 2015).
     config.model.class_conditional = False
+    # p(z): "standard" N(0, I), or "vamp", the VampPrior (Tomczak & Welling
+    # 2018) with model.pseudo_inputs learned pseudo-inputs.
+    config.model.prior = "standard"
+    config.model.pseudo_inputs = 0
+    # The training objective: k = 1, the ELBO (Kingma & Welling 2013); k > 1,
+    # the importance-weighted bound with k samples (Burda et al. 2016).
+    config.vae = ml_collections.ConfigDict()
+    config.vae.importance_samples = 1
     # k for the reported IWAE bound (--mode=eval and the end of training),
     # and a cheaper k for the evaluations during training (0 skips it).
     config.eval.iwae_samples = 1000
