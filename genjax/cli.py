@@ -237,7 +237,8 @@ def build_config(experiment: registry.Experiment, preset: str,
     return config
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
+    """genjax's INFO lines (progress, results) on stdout; libraries' noise off."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         stream=sys.stdout, force=True)
     logging.getLogger("genjax").setLevel(logging.INFO)
@@ -257,7 +258,7 @@ def run(experiment_name: str | None, argv: list[str]) -> int:
     from genjax.train import modes  # pylint: disable=import-outside-toplevel
     from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
 
-    _setup_logging()
+    setup_logging()
     try:
         if experiment_name is not None:
             registry.get(experiment_name)  # An unknown name fails first.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import math
 import pathlib
 import pkgutil
@@ -148,6 +149,36 @@ class Study:
     description: str
     presets: tuple[str, ...]
     command: str
+    results: tuple["StudyResult", ...] = ()
+    render: Callable[[list], str] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyResult:
+    """One measured run of a study, its rows kept as the command wrote them.
+
+    Attributes:
+      preset, dataset: what it ran.
+      rows_file: the JSON the command wrote (a ``{"rows": [...]}`` file),
+        copied unedited into the repository, relative to its root.
+      command, date, host, wall_time: as for ``Result``.
+      notes: anything a reader needs besides the table.
+    """
+
+    preset: str
+    dataset: str
+    rows_file: str
+    command: str
+    date: str
+    host: str
+    wall_time: str
+    notes: str = ""
+
+    def rows(self, root: pathlib.Path | None = None) -> list:
+        """The rows of ``rows_file``."""
+        path = (root or REPO_ROOT) / self.rows_file
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)["rows"]
 
 
 _REGISTRY: dict[str, Experiment] = {}
@@ -275,6 +306,24 @@ def readme_results(experiments: Sequence[Experiment]) -> str:
     return "\n".join(lines)
 
 
+def study_results(root: pathlib.Path | None = None) -> str:
+    """Every study's measured tables (rendered by the study from the rows its
+    command wrote, read under ``root``, this repository by default), each
+    with its command; "" when none is measured."""
+    lines = []
+    for study in sorted(_STUDIES.values(), key=lambda s: s.name):
+        for r in study.results:
+            if study.render is None:
+                raise ValueError(f"study {study.name!r} has results but no render")
+            lines += ["", f"### {study.description[:1].upper()}{study.description[1:]}: "
+                      f"{r.dataset}, `--preset={r.preset}`", "",
+                      study.render(r.rows(root)), "",
+                      f"`{r.command}`: {r.wall_time} end to end, {r.host}, {r.date}."]
+            if r.notes:
+                lines += ["", r.notes]
+    return "\n".join(lines)
+
+
 def family_results(experiments: Sequence[Experiment], family: str) -> str:
     """``docs/<family>.md``'s results block: each of the family's results in
     full, notes included."""
@@ -331,7 +380,7 @@ def generated_files(root: pathlib.Path) -> dict[pathlib.Path, tuple[str, str]]:
       ValueError: a file lacks its markers (or a docs page is missing).
     """
     experiments = list(load_all().values())
-    pages = {root / "README.md": readme_results(experiments)}
+    pages = {root / "README.md": readme_results(experiments) + study_results()}
     for family in sorted({e.family for e in experiments}):
         pages[root / docs_page(family)] = family_results(experiments, family)
     out = {}

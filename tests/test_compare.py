@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -61,9 +62,14 @@ def test_the_sampler_parameters_leave_out_the_discriminator():
     assert compare.count_parameters(params) == 12
     assert compare.count_parameters({"a": np.zeros(5), "b": {"c": np.zeros((2, 2))}}) == 9
 
+    class Mixture:  # counts its free parameters itself, as MixtureTask does
+        num_parameters = 7
+    assert compare.count_parameters({"eigenvectors": np.zeros((2, 3, 3))}, Mixture()) == 7
+
 
 @pytest.mark.slow
-def test_the_smoke_study_writes_one_table_of_every_row(shared_data_dir, tmp_path):
+def test_the_smoke_study_writes_one_table_of_every_row(shared_data_dir, tmp_path,
+                                                        monkeypatch):
     """Two rows on digits: trained, judged by one protocol, written as JSON,
     markdown, a plot and sample grids; a second call reuses both runs."""
     workdir = tmp_path / "study"
@@ -83,14 +89,110 @@ def test_the_smoke_study_writes_one_table_of_every_row(shared_data_dir, tmp_path
     assert by_name["pixelcnn_mnist"]["nfe"] == 64 and by_name["bmm_mnist"]["nfe"] is None
     assert by_name["pixelcnn_mnist"]["likelihood_unit"] == "nats"
     table = (workdir / "compare.md").read_text()
-    assert "`pixelcnn_mnist`" in table and "nats (exact)" in table
+    assert "`pixelcnn_mnist`" in table and "nats, exact" in table
     assert (workdir / "compare_quality_vs_time.png").stat().st_size > 1000
-    # Reused: nothing retrains (the recorded training time stays), and the
-    # same keys give the same numbers.
+    assert all(r["train_seconds_source"] == "study" for r in saved)
+    assert all(r["published"] is None for r in saved)  # published numbers are MNIST's
+    # Reused: nothing retrains (the recorded training time stays) and nothing
+    # samples again (the scores are kept with their protocol and step) ...
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled again")
+    monkeypatch.setattr(compare.evaluation, "sample_quality_metrics", no_sampling)
     again = compare.compare("digits", "smoke", str(workdir),
                             experiments=("bmm_mnist", "pixelcnn_mnist"), num_samples=60,
                             data_dir=str(shared_data_dir))
-    for a, b in zip(rows, again):
-        assert a["train_seconds"] == b["train_seconds"]
-        assert a["fd"] == pytest.approx(b["fd"], rel=1e-6)
-    assert json.loads((workdir / "compare.json").read_text())["rows"][0]["fd"] == again[0]["fd"]
+    assert again == rows
+    # ... and measuring again with the same keys gives the same numbers.
+    monkeypatch.undo()
+    (workdir / "bmm_mnist" / compare.SCORES_FILE).unlink()
+    third = compare.compare("digits", "smoke", str(workdir), experiments=("bmm_mnist",),
+                            num_samples=60, data_dir=str(shared_data_dir))
+    assert third[0]["fd"] == pytest.approx(rows[1]["fd"], rel=1e-6)
+    assert third[0]["train_seconds"] == rows[1]["train_seconds"]
+    assert json.loads((workdir / "compare.json").read_text())["rows"][0]["fd"] == third[0]["fd"]
+
+
+def test_a_reused_run_not_trained_by_the_study_takes_its_time_from_its_log(tmp_path):
+    board = tmp_path / "tensorboard"
+    board.mkdir()
+    # Two sessions: 600 s, then a resumption of 300 s; other files ignored.
+    for start, seconds in ((1_700_000_000, 600), (1_700_090_000, 300)):
+        event = board / f"events.out.tfevents.{start}.host"
+        event.write_bytes(b"")
+        os.utime(event, (start + seconds, start + seconds))
+    (board / "notes.txt").write_text("x")
+    assert compare.logged_training_seconds(str(tmp_path)) == 900
+    assert compare.logged_training_seconds(str(tmp_path / "nothing")) is None
+
+
+def test_the_table_gives_each_row_its_gap_to_the_published_number():
+    row = {"family": "autoregressive", "experiment": "pixelcnn_mnist", "recipe": "gated",
+           "likelihood": 90.02, "likelihood_unit": "nats", "likelihood_kind": "exact",
+           "published": 81.3, "published_by": "PixelCNN, van den Oord et al. 2016",
+           "step": 1200, "train_seconds": 946.0, "train_seconds_source": "log",
+           "num_samples": 1000}
+    row.update({k: 1.0 for k in compare.QUALITY_KEYS + ("sample_seconds_per_1000", "nfe",
+                                                        "parameters")})
+    gan = dict(row, experiment="dcgan_mnist", likelihood=None, published=None,
+               train_seconds_source="study")
+    from genjax.evaluate import sample_quality  # pylint: disable=import-outside-toplevel
+    table = compare.markdown([row, gan], "mnist", "cpu", sample_quality.default_protocol())
+    line = next(x for x in table.splitlines() if "`pixelcnn_mnist`" in x)
+    assert "| 90.02 nats, exact | 81.3 (+8.72) |" in line and "15.8 min† |" in line
+    gan_line = next(x for x in table.splitlines() if "`dcgan_mnist`" in x)
+    assert "| — | — |" in gan_line and "15.8 min |" in gan_line
+    assert "published: 81.3 nats, PixelCNN, van den Oord et al. 2016" in table
+
+
+def test_a_workdir_is_reused_only_for_the_same_recipe(tmp_path):
+    from genjax import config as config_lib  # pylint: disable=import-outside-toplevel
+    row = next(r for r in compare.ROWS if r.experiment == "bmm_mnist")
+    config = compare.row_config(row, "smoke", "digits", None)
+    saved = config_lib.to_dict(config)
+    workdir = tmp_path / "bmm_mnist"
+    assert not compare.finished(config, str(workdir))  # nothing there yet
+    workdir.mkdir()
+    # Saved before a switch existed that is off now; where the data lived and
+    # how often it logged do not matter: the same recipe, unfinished ...
+    config.model.class_conditional = False
+    saved["data"]["manual_dir"] = "/elsewhere"
+    saved["train"]["log_every"] = 7
+    (workdir / "config.json").write_text(json.dumps(saved))
+    assert not compare.finished(config, str(workdir))
+    # ... then finished.
+    (workdir / "eval.json").write_text(json.dumps({"step": config.train.num_steps}))
+    assert compare.finished(config, str(workdir))
+    # Another recipe or dataset in the workdir: one line naming the change.
+    for key, value, named in (("model", {**saved["model"], "components": 3},
+                               "model.components"),
+                              ("train", {**saved["train"], "batch_size": 3},
+                               "train.batch_size"),
+                              ("data", {**saved["data"], "name": "mnist"}, "data.name")):
+        (workdir / "config.json").write_text(json.dumps({**saved, key: value}))
+        with pytest.raises(compare.CompareError, match=f"holds a run of another recipe "
+                                                       f"\\({named}"):
+            compare.finished(config, str(workdir))
+
+
+def test_readme_shows_a_registered_study_table_rendered_from_its_rows(tmp_path, monkeypatch):
+    from genjax import registry  # pylint: disable=import-outside-toplevel
+    row = {"family": "mixture (EM)", "experiment": "bmm_mnist", "recipe": "batch EM",
+           "likelihood": 118.59, "likelihood_unit": "nats", "likelihood_kind": "exact",
+           "published": 137.64, "published_by": "500 components", "step": 60,
+           "train_seconds": 214.0, "train_seconds_source": "study", "num_samples": 1000}
+    row.update({k: 0.5 for k in compare.QUALITY_KEYS + ("sample_seconds_per_1000",)})
+    row.update(nfe=None, parameters=1_570_000)
+    (tmp_path / "rows.json").write_text(json.dumps({"rows": [row]}))
+    result = registry.StudyResult(
+        preset="cpu", dataset="mnist", rows_file="rows.json",
+        command="python -m experiments.compare --dataset=mnist --workdir=X",
+        date="2026-12-07", host="2-core CPU", wall_time="1 h")
+    study = registry.Study(name="compare", description="every family in one table",
+                           presets=("cpu",), command="c", render=compare.render,
+                           results=(result,))
+    monkeypatch.setattr(registry, "_STUDIES", {"compare": study})
+    text = registry.study_results(tmp_path)
+    assert "### Every family in one table: mnist, `--preset=cpu`" in text
+    assert "| mixture (EM) | `bmm_mnist` | 118.6 nats, exact | 137.64 (-19) |" in text
+    assert "3.6 min |" in text and "1,570,000 |" in text
+    assert "`python -m experiments.compare --dataset=mnist --workdir=X`: 1 h end to end" in text

@@ -60,12 +60,13 @@ def write_figures(run: Run, params, step: int, writer: MetricWriter | None,
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       make_task: Callable) -> dict[str, float]:
+                       make_task: Callable, devices=None) -> dict[str, float]:
     """Trains (resuming if ``workdir`` holds checkpoints), evaluates, samples.
 
+    ``devices``: the mesh's devices, if not all of them (``run.build``).
     Returns the final evaluation metrics (also written to ``eval.json``).
     """
-    run = build(config, workdir, make_task)
+    run = build(config, workdir, make_task, devices=devices)
     t = config.train
     os.makedirs(workdir, exist_ok=True)
     artifacts.write_json(os.path.join(workdir, "config.json"),

@@ -1,0 +1,121 @@
+"""A VAE at its best on the cpu budget: importance-weighted training (Burda et
+al. 2016) with a VampPrior (Tomczak & Welling 2018), on binarised MNIST.
+
+vae_mnist is the 2013 recipe: one-sample ELBO, N(0, I) prior. This one keeps
+its MLP (512-256 units, 32 latents) and changes what the VAE family learned
+to change since:
+
+- the training objective is the importance-weighted bound with k = 5
+  samples (``vae.importance_samples``), tighter than the ELBO, which trains
+  the decoder towards a higher likelihood and keeps more latent units
+  active (Burda et al. 2016: 86.76 nats with the ELBO, 85.54 with k = 5,
+  one stochastic layer, 3,280 epochs);
+- the prior is the VampPrior (``model.prior=vamp``): the mixture of the
+  encoder's posteriors at 500 learned pseudo-images, which Tomczak & Welling
+  report takes a one-layer VAE from 88.56 to 85.57 nats.
+
+Reported as vae_mnist is: ``eval/nll_iwae`` with k = 1000 importance samples
+(the prior's density inside each weight), per test example, each test
+example binarised with the key of its index. Offline:
+
+    python -m experiments.iwae_mnist --preset=cpu --workdir=/tmp/iwae_mnist \\
+        --config.data.manual_dir=../shared/data/mnist
+
+Its measured result is written once, in ``results`` below, from which
+README's results table is generated; docs/vae.md sets it beside vae_mnist
+and the published numbers.
+"""
+
+from genjax import cli, registry
+from genjax import config as config_lib
+from genjax.tasks import vae
+
+PRESETS = ("smoke", "cpu", "paper")
+
+
+def get_config(preset: str = "cpu"):
+    """The recipe for ``preset``: smoke (seconds), cpu (~15 min), paper."""
+    config = vae.base_config("mnist")
+    config.eval.batch_size = 500
+    config.sample.num_samples = 100
+    config.model.prior = "vamp"
+    config.vae.importance_samples = 5
+    if preset == "smoke":
+        config.model.hidden = (64,)
+        config.model.latents = 8
+        config.model.pseudo_inputs = 10
+        config.vae.importance_samples = 3
+        config.train.batch_size = 32
+        config_lib.smoke_schedule(config)
+        config.eval.iwae_samples = 10
+        config.eval.iwae_chunk = 10
+    elif preset == "cpu":
+        config.model.hidden = (512, 256)
+        config.model.latents = 32
+        config.model.pseudo_inputs = 500
+        config.train.batch_size = 128
+        config.train.num_steps = 22_000
+        config.train.learning_rate = 1e-3
+        config.train.lr_schedule = "cosine"
+        config.train.min_lr_ratio = 0.05
+        config.train.log_every = 500
+        config.train.eval_every = 22_000
+        config.train.checkpoint_every = 2000
+        config.eval.iwae_samples_during_training = 0
+    elif preset == "paper":
+        # Burda et al. 2016's schedule: 3^i passes at learning rate
+        # 1e-3 * 10^(-i/7), i = 0..7 (3,280 epochs; here cosine over as many
+        # steps of 100), Adam beta2 0.999, k = 5; Tomczak & Welling's 500
+        # pseudo-inputs.
+        config.model.hidden = (512, 256)
+        config.model.latents = 40
+        config.model.pseudo_inputs = 500
+        config.train.batch_size = 100
+        config.train.num_steps = 3280 * 600
+        config.train.learning_rate = 1e-3
+        config.train.lr_schedule = "cosine"
+        config.train.min_lr_ratio = 0.01
+        config.train.log_every = 1000
+        config.train.eval_every = 100_000
+        config.train.checkpoint_every = 20_000
+    else:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return config
+
+
+EXPERIMENT = registry.register(registry.Experiment(
+    name="iwae_mnist",
+    family="vae",
+    dataset="mnist",
+    paper="Burda, Grosse & Salakhutdinov 2016 (IWAE); Tomczak & Welling 2018 (VampPrior)",
+    get_config=get_config,
+    presets=PRESETS,
+    make_task=vae.VAETask,
+    results=(
+        registry.Result(
+            preset="cpu",
+            metrics={"eval/nll_iwae": 85.26, "eval/neg_elbo": 90.89, "eval/kl": 21.92},
+            units={"eval/nll_iwae": "nats/example", "eval/neg_elbo": "nats/example",
+                   "eval/kl": "nats/example"},
+            command="python -m experiments.iwae_mnist --preset=cpu "
+                    "--workdir=/tmp/cmp_mnist/iwae_mnist "
+                    "--config.data.manual_dir=../shared/data/mnist",
+            date="2026-12-07", host="2-core CPU",
+            wall_time="14 min 20 s (training and final evaluation)",
+            notes="Trained by the head-to-head study (`python -m experiments.compare "
+                  "--dataset=mnist:../shared/data/mnist --preset=cpu "
+                  "--workdir=/tmp/cmp_mnist`), which runs this exact config; the "
+                  "wall time is its training and final evaluation, data already "
+                  "prepared. 22,000 steps of 128 (47 epochs) at 30 steps/s, then "
+                  "the k = 1000 bound on the 10,000 test images (126 s). Against "
+                  "vae_mnist's 88.16 (the same MLP, the ELBO, N(0, I), 85 "
+                  "epochs) and, published, 85.54 for IWAE k = 5 and 85.57 for "
+                  "the VampPrior, each after far longer training. Short of the "
+                  "85-nat aim by 0.26. Its samples (1,000, the study's protocol): "
+                  "FD 15.1 against vae_mnist's 54.8, classifier score 8.81 "
+                  "against 6.64."),
+    ),
+))
+
+if __name__ == "__main__":
+    cli.main("iwae_mnist")
