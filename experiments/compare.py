@@ -221,20 +221,30 @@ def logged_training_seconds(workdir: str) -> float | None:
 def train_or_reuse(row: Row, config, workdir: str) -> tuple[float | None, str]:
     """Trains ``row`` in ``workdir`` unless a finished run is there; returns
     the training wall time in seconds and where it comes from: ``study`` (this
-    study trained it, end to end), ``log`` (a reused run's TensorBoard log) or
-    ``""`` (unknown)."""
+    study trained it in one call, end to end), ``log`` (a reused run's
+    TensorBoard log, or a run this study resumed) or ``""`` (unknown)."""
     timing = os.path.join(workdir, TIMING_FILE)
     if finished(config, workdir):
         log.info("compare: reusing the finished run in %s", workdir)
     else:
-        log.info("compare: training %s in %s", row.experiment, workdir)
+        # An interrupted study resumes the run from its last checkpoint; its
+        # time is then the sum of its sessions, read from its log.
+        resumed = os.path.isdir(os.path.join(workdir, "checkpoints"))
+        log.info("compare: %s %s in %s", "resuming" if resumed else "training",
+                 row.experiment, workdir)
         t0 = time.perf_counter()
         loop.train_and_evaluate(config, workdir, registry.get(row.experiment).make_task,
                                 devices=row_devices(config))
-        artifacts.write_json(timing, {"train_seconds": time.perf_counter() - t0})
+        seconds = time.perf_counter() - t0
+        if resumed:
+            artifacts.write_json(timing, {"train_seconds": logged_training_seconds(workdir),
+                                          "source": "log"})
+        else:
+            artifacts.write_json(timing, {"train_seconds": seconds, "source": "study"})
     if os.path.isfile(timing):
         with open(timing, encoding="utf-8") as f:
-            return float(json.load(f)["train_seconds"]), "study"
+            saved = json.load(f)
+        return float(saved["train_seconds"]), saved.get("source", "study")
     seconds = logged_training_seconds(workdir)
     return seconds, "log" if seconds is not None else ""
 

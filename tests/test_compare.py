@@ -196,3 +196,29 @@ def test_readme_shows_a_registered_study_table_rendered_from_its_rows(tmp_path, 
     assert "| mixture (EM) | `bmm_mnist` | 118.6 nats, exact | 137.64 (-19) |" in text
     assert "3.6 min |" in text and "1,570,000 |" in text
     assert "`python -m experiments.compare --dataset=mnist --workdir=X`: 1 h end to end" in text
+
+
+def test_a_resumed_row_takes_its_time_from_its_log(tmp_path, monkeypatch):
+    """A study interrupted mid-row resumes the run; the row's time is then
+    the sum of its sessions (its TensorBoard spans), not the last call's."""
+    row = next(r for r in compare.ROWS if r.experiment == "bmm_mnist")
+    config = compare.row_config(row, "smoke", "digits", None)
+    workdir = tmp_path / "bmm_mnist"
+    (workdir / "checkpoints").mkdir(parents=True)  # the interrupted session's
+    board = workdir / "tensorboard"
+    board.mkdir()
+    first = board / "events.out.tfevents.1700000000.host"
+    first.write_bytes(b"")
+    os.utime(first, (1_700_000_400, 1_700_000_400))  # 400 s before the interruption
+
+    def finish(config, workdir, make_task, devices=None):  # the resumed session: 100 s
+        second = board / "events.out.tfevents.1700050000.host"
+        second.write_bytes(b"")
+        os.utime(second, (1_700_050_100, 1_700_050_100))
+    monkeypatch.setattr(compare.loop, "train_and_evaluate", finish)
+    assert compare.train_or_reuse(row, config, str(workdir)) == (500.0, "log")
+    # Kept: a later call that finds the run finished reads the same.
+    from genjax import config as config_lib  # pylint: disable=import-outside-toplevel
+    (workdir / "config.json").write_text(json.dumps(config_lib.to_dict(config)))
+    (workdir / "eval.json").write_text(json.dumps({"step": config.train.num_steps}))
+    assert compare.train_or_reuse(row, config, str(workdir)) == (500.0, "log")

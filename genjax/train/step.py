@@ -180,8 +180,9 @@ def single_thread_lapack(mesh: Mesh) -> bool:
     """
     if mesh.devices.size < 2 or any(d.platform != "cpu" for d in mesh.devices.flat):
         return False
-    import scipy.linalg  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import importlib  # pylint: disable=import-outside-toplevel
     import threadpoolctl  # pylint: disable=import-outside-toplevel
+    importlib.import_module("scipy.linalg")  # loads the OpenBLAS to set
     done = False
     for lib in threadpoolctl.ThreadpoolController().lib_controllers:
         if f"scipy.libs{os.sep}" in lib.filepath or "/scipy/" in lib.filepath:
