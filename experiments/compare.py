@@ -235,12 +235,11 @@ def train_or_reuse(row: Row, config, workdir: str) -> tuple[float | None, str]:
         t0 = time.perf_counter()
         loop.train_and_evaluate(config, workdir, registry.get(row.experiment).make_task,
                                 devices=row_devices(config))
-        seconds = time.perf_counter() - t0
         if resumed:
-            artifacts.write_json(timing, {"train_seconds": logged_training_seconds(workdir),
-                                          "source": "log"})
+            timed = {"train_seconds": logged_training_seconds(workdir), "source": "log"}
         else:
-            artifacts.write_json(timing, {"train_seconds": seconds, "source": "study"})
+            timed = {"train_seconds": time.perf_counter() - t0, "source": "study"}
+        artifacts.write_json(timing, timed)
     if os.path.isfile(timing):
         with open(timing, encoding="utf-8") as f:
             saved = json.load(f)
@@ -296,8 +295,9 @@ def measure(row: Row, config, workdir: str, protocol, out_dir: str) -> dict:
     on the same checkpoint reuses them instead of sampling again."""
     cache = os.path.join(workdir, SCORES_FILE)
     grid_path = os.path.join(out_dir, "samples", f"{row.experiment}.png")
-    key = {"protocol": config_lib.to_dict(protocol),
-           "step": _eval_json(workdir).get("step")}
+    with open(os.path.join(workdir, "eval.json"), encoding="utf-8") as f:
+        own = json.load(f)  # the run's own final evaluation
+    key = {"protocol": config_lib.to_dict(protocol), "step": own.get("step")}
     if os.path.isfile(cache) and os.path.isfile(grid_path):
         with open(cache, encoding="utf-8") as f:
             cached = json.load(f)
@@ -313,7 +313,6 @@ def measure(row: Row, config, workdir: str, protocol, out_dir: str) -> dict:
         grid = evaluation.draw(run, params, 64, jax.random.key(config.seed))
     finally:
         run.checkpointer.close()
-    own = _eval_json(workdir)
     n = int(protocol.num_samples)
     result = dict(_row_text(row), **{
         "step": step, "parameters": count_parameters(params, run.task),
@@ -327,11 +326,6 @@ def measure(row: Row, config, workdir: str, protocol, out_dir: str) -> dict:
     image_lib.save_png(grid_path, image_lib.make_grid(np.asarray(grid), 8))
     artifacts.write_json(cache, dict(key, row=result))
     return result
-
-
-def _eval_json(workdir: str) -> dict:
-    with open(os.path.join(workdir, "eval.json"), encoding="utf-8") as f:
-        return json.load(f)
 
 
 def _row_text(row: Row) -> dict:

@@ -71,20 +71,25 @@ class VAETask(Task):
         return lambda z: self.model.apply({"params": params}, z, labels,
                                           method=VAE.decode)
 
-    def _log_prior(self, params):
-        """``z [N, L] -> log p(z)`` for the VampPrior; None for N(0, I)."""
+    def _vamp_components(self, params):
+        """The VampPrior's (means, logvars), each ``[K, L]``; None for N(0, I)."""
         if self.config.model.prior != "vamp":
             return None
-        means, logvars = self.model.apply({"params": params},
-                                          method=VAE.prior_components)
-        return lambda z: elbo.mixture_log_prob(z, means, logvars)
+        return self.model.apply({"params": params}, method=VAE.prior_components)
+
+    def _log_prior(self, params):
+        """``z [N, L] -> log p(z)`` for the VampPrior; None for N(0, I)."""
+        components = self._vamp_components(params)
+        if components is None:
+            return None
+        return lambda z: elbo.mixture_log_prob(z, *components)
 
     def _prior_sample(self, params, rng, num_samples):
         """z from the prior: N(0, I), or a uniformly chosen VampPrior component."""
-        if self.config.model.prior != "vamp":
+        components = self._vamp_components(params)
+        if components is None:
             return jax.random.normal(rng, (num_samples, self.config.model.latents))
-        means, logvars = self.model.apply({"params": params},
-                                          method=VAE.prior_components)
+        means, logvars = components
         pick_rng, z_rng = jax.random.split(rng)
         k = jax.random.randint(pick_rng, (num_samples,), 0, means.shape[0])
         eps = jax.random.normal(z_rng, (num_samples, self.config.model.latents))

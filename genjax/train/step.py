@@ -159,6 +159,13 @@ def steps_must_sync(mesh: Mesh) -> bool:
     (``genjax.tools.benchmark``: synchronised and pipelined steps take the
     same time). Accelerators and single-device meshes keep async dispatch.
     """
+    return several_cpu_devices(mesh)
+
+
+def several_cpu_devices(mesh: Mesh) -> bool:
+    """True for a mesh of two or more CPU devices (one process's devices as
+    XLA:CPU threads), where ``steps_must_sync`` and ``single_thread_lapack``
+    apply."""
     return mesh.devices.size > 1 and all(
         d.platform == "cpu" for d in mesh.devices.flat)
 
@@ -178,7 +185,7 @@ def single_thread_lapack(mesh: Mesh) -> bool:
     NumPy's own OpenBLAS (a separate library) is left alone, as is every
     single-device run.
     """
-    if mesh.devices.size < 2 or any(d.platform != "cpu" for d in mesh.devices.flat):
+    if not several_cpu_devices(mesh):
         return False
     import importlib  # pylint: disable=import-outside-toplevel
     import threadpoolctl  # pylint: disable=import-outside-toplevel
