@@ -44,6 +44,7 @@ from genjax import cli
 from genjax import config as config_lib
 from genjax import data as data_lib
 from genjax import registry
+from genjax.data import subsets
 from genjax.evaluate import images as image_lib
 from genjax.evaluate import sample_quality
 from genjax.train import artifacts, evaluation, loop, modes
@@ -165,6 +166,9 @@ _NOT_RECIPE_TRAIN = ("allow_fresh_start", "checkpoint_every", "eval_every",
 
 def _recipe(config: dict) -> dict:
     recipe = {k: v for k, v in config.items() if k not in _NOT_RECIPE}
+    # Which examples train is part of the recipe (genjax.data.subsets).
+    recipe["data_subset"] = {k: v for k, v in config.get("data", {}).items()
+                             if k in subsets.KEYS}
     recipe["train"] = {k: v for k, v in recipe.get("train", {}).items()
                        if k not in _NOT_RECIPE_TRAIN}
     return recipe

@@ -60,6 +60,15 @@ def base_config(*, data_name: str) -> ml_collections.ConfigDict:
     config.data.data_dir = config_dict.placeholder(str)
     # A directory of raw files genjax prepares offline (e.g. MNIST idx files).
     config.data.manual_dir = config_dict.placeholder(str)
+    # Which examples train (genjax.data.subsets), all off by default: only
+    # these labels ("3", "0,1"; every split), a labelled subset of this many
+    # per class drawn with subset_seed (training split), and each training
+    # pixel replaced by uniform noise with this probability, fresh each step
+    # (a likelihood-ratio background model).
+    config.data.classes = ""
+    config.data.examples_per_class = 0
+    config.data.subset_seed = 0
+    config.data.perturb_rate = 0.0
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128

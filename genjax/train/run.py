@@ -19,6 +19,7 @@ import numpy as np
 from genjax import config as config_lib
 from genjax import data as data_lib
 from genjax import distributed
+from genjax.data import subsets
 from genjax.evaluate import sample_quality
 from genjax.train import checkpoint as ckpt_lib
 from genjax.train import step as step_lib
@@ -140,6 +141,7 @@ def build(config: ml_collections.ConfigDict, workdir: str,
         # dataset from manual_dir); the others then read it.
         dataset = distributed.chief_first(
             lambda: data_lib.load_dataset(config.data), "load_dataset")
+    dataset = subsets.select(dataset, config.data)
     check_data(config, dataset)
     try:
         task = make_task(config, dataset)
@@ -175,10 +177,17 @@ def build(config: ml_collections.ConfigDict, workdir: str,
 
 
 def make_train_iterator(run: Run):
-    """The training batches of ``run``: seeded from ``config.seed`` alone."""
-    return run.task.make_train_iterator(
+    """The training batches of ``run``: seeded from ``config.seed`` alone
+    (perturbed where ``config.data.perturb_rate`` asks, see
+    ``genjax.data.subsets``)."""
+    iterator = run.task.make_train_iterator(
         run.dataset, data_seed(run.config.seed), jax.process_index(),
         jax.process_count())
+    rate = float(run.config.data.get("perturb_rate", 0.0) or 0.0)
+    if rate:
+        iterator = subsets.PerturbedIterator(iterator, rate, data_seed(run.config.seed),
+                                             jax.process_index())
+    return iterator
 
 
 def make_step(run: Run):
