@@ -209,6 +209,28 @@ def test_bound_terms_are_the_sum_of_bound_term():
     np.testing.assert_allclose(bound["decoder_nll"], terms[0], rtol=1e-5)
 
 
+def test_bound_estimate_is_the_bound_at_one_step_per_stratum_and_unbiased():
+    sched = diff.make_schedule("linear", 12, beta_start=0.01, beta_end=0.3)
+    x0 = jnp.array([[0.2, -0.5, 0.7], [0.9, 0.1, -1.0]])
+    denoise = lambda x, t: 0.3 * x + 0.01 * t[:, None]  # noqa: E731  any network
+    rng = jax.random.key(3)
+    full = diff.variational_bound(denoise, sched, x0, rng)["nll_bound"]
+    every = diff.variational_bound_estimate(denoise, sched, x0, rng, num_terms=11)
+    np.testing.assert_allclose(every, full, rtol=1e-5)
+    # Three strata of 11 steps: the mean of many draws is the mean full bound.
+    keys = jax.random.split(jax.random.key(4), 1500)
+    est = jax.vmap(lambda k: diff.variational_bound_estimate(
+        denoise, sched, x0, k, num_terms=3))(keys)
+    ref = jax.vmap(lambda k: diff.variational_bound(denoise, sched, x0, k)["nll_bound"])(
+        keys)
+    stderr = np.std(np.asarray(est), axis=0) / np.sqrt(len(keys))
+    np.testing.assert_array_less(np.abs(np.mean(est, 0) - np.mean(ref, 0)),
+                                 4 * stderr + 1e-3)
+    assert float(np.std(np.asarray(est), axis=0).min()) > 0  # it does sample
+    with pytest.raises(ValueError, match="num_terms=12"):
+        diff.variational_bound_estimate(denoise, sched, x0, rng, num_terms=12)
+
+
 # --------------------------------------------------------------------------
 # Samplers.
 

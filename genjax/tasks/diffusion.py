@@ -448,6 +448,18 @@ class DiffusionTask(Task):
                                                           self.num_dims)
         return out
 
+    def ood_scores(self, params, images, rng, num_terms: int = 20) -> dict:
+        """``{"nll": [B] nats}``, higher = odder: an unbiased estimate of the
+        unconditional variational bound from ``num_terms`` of its terms
+        (``diffusion.variational_bound_estimate``; the full bound costs T
+        network passes an example)."""
+        d = self.config.diffusion
+        x0 = self.to_model(images)
+        denoise = self.denoiser(params, self.null_labels(x0.shape[0]))
+        return {"nll": diff.variational_bound_estimate(
+            denoise, self.schedule, x0, rng, num_terms=min(num_terms, d.num_timesteps - 1),
+            prediction=d.prediction, variance=d.variance)}
+
     # ------------------------------------------------------------------
     # Sampling: every sampler of genjax.objectives.samplers on the model's
     # data prediction, plus the family's own (ancestral DDPM here).

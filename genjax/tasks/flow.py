@@ -239,6 +239,11 @@ class FlowTask(Task):
         """Negative log-likelihood per example (nats); higher = odder."""
         return -self.log_likelihood(params, batch_values, rng, labels)
 
+    def ood_scores(self, params, batch_values, rng) -> dict:
+        """``{"nll": [B] nats}``, higher = odder: the exact NLL (of the 8-bit
+        pixels through one dequantisation draw, for images)."""
+        return {"nll": -self.log_likelihood(params, batch_values, rng)}
+
     # ------------------------------------------------------------------
     # Task interface.
 

@@ -238,6 +238,10 @@ class MixtureTask(Task):
         """Negative log-likelihood per example (nats); higher = odder."""
         return -self.log_likelihood(params, images, rng)
 
+    def ood_scores(self, params, images, rng) -> dict:
+        """``{"nll": [B] nats}`` of the discrete pixels, higher = odder."""
+        return {"nll": -self.log_likelihood(params, images, rng)}
+
     def eval_fn(self, params, batch, rng, *, final):
         del final
         nll = -self.log_likelihood(params, batch["image"], rng)

@@ -125,6 +125,10 @@ class PixelCNNTask(Task):
         """Exact NLL per example (nats); higher = odder."""
         return self.nll(params, images, rng, labels)
 
+    def ood_scores(self, params, images, rng) -> dict:
+        """``{"nll": [B] nats}``, the exact NLL, higher = odder."""
+        return {"nll": self.nll(params, images, rng)}
+
     def sample(self, params, rng, num_samples: int, *, labels=None,
                temperature: float | None = None):
         """``num_samples`` images in [0, 1] drawn pixel by pixel, with the

@@ -175,6 +175,26 @@ class VAETask(Task):
                                   x, z_rng, self.likelihood, num_samples,
                                   self._log_prior(params))
 
+    def ood_scores(self, params, images, rng, num_samples: int = 100) -> dict:
+        """Per-example scores of images in [0, 1], each higher = odder, in
+        nats: ``nll`` (-IWAE with ``num_samples`` samples), ``neg_elbo`` and
+        ``reconstruction`` (the negative reconstruction probability of An &
+        Cho 2015, -E_q log p(x|z)), both averaged over 16 posterior samples.
+        Unconditional models only (an unlabelled image has no class to
+        condition on)."""
+        pixel_rng, z_rng, iw_rng = jax.random.split(rng, 3)
+        x = elbo.prepare_pixels(self.likelihood, images, pixel_rng)
+        enc, dec = self._encode(params), self._decode(params)
+        log_prior = self._log_prior(params)
+        nelbo, rec = jax.vmap(lambda k: elbo.neg_elbo(enc, dec, x, k, self.likelihood,
+                                                      log_prior)[:2])(
+            jax.random.split(z_rng, 16))
+        chunk = min(num_samples, 100)
+        return {"nll": elbo.nll_iwae(enc, dec, x, iw_rng, self.likelihood, num_samples,
+                                     chunk, log_prior),
+                "neg_elbo": jnp.mean(nelbo, axis=0),
+                "reconstruction": jnp.mean(rec, axis=0)}
+
     def reconstruct(self, params, images, labels=None):
         """Decoder means at the posterior means of ``images``."""
         mean, _ = self._encode(params, labels)(images)
