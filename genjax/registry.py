@@ -159,8 +159,9 @@ class StudyResult:
 
     Attributes:
       preset, dataset: what it ran.
-      rows_file: the JSON the command wrote (a ``{"rows": [...]}`` file),
-        copied unedited into the repository, relative to its root.
+      rows_file: the JSON the command wrote (a ``{"rows": [...]}`` file, or
+        the study's own object), copied unedited into the repository,
+        relative to its root.
       command, date, host, wall_time: as for ``Result``.
       notes: anything a reader needs besides the table.
     """
@@ -174,11 +175,13 @@ class StudyResult:
     wall_time: str
     notes: str = ""
 
-    def rows(self, root: pathlib.Path | None = None) -> list:
-        """The rows of ``rows_file``."""
+    def rows(self, root: pathlib.Path | None = None):
+        """What ``rows_file`` holds for the study's ``render``: the list under
+        ``"rows"`` (the head-to-head), else the whole JSON object."""
         path = (root or REPO_ROOT) / self.rows_file
         with open(path, encoding="utf-8") as f:
-            return json.load(f)["rows"]
+            data = json.load(f)
+        return data["rows"] if isinstance(data, dict) and "rows" in data else data
 
 
 _REGISTRY: dict[str, Experiment] = {}

@@ -1,0 +1,297 @@
+"""Out-of-distribution and one-class anomaly detection (experiments/ood.py)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_one_error_line, read_json
+from experiments import ood
+from genjax import data as data_lib
+from genjax import registry
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("trained, restored or sampled again")
+
+
+def _images(n=6, shape=(5, 4, 1), seed=0):
+    return np.random.default_rng(seed).random((n,) + shape).astype(np.float32)
+
+
+def test_transformed_sets_are_what_they_say():
+    x = _images()
+    np.testing.assert_array_equal(ood.transformed(x, "hflip"), x[:, :, ::-1])
+    np.testing.assert_array_equal(ood.transformed(x, "vflip"), x[:, ::-1])
+    np.testing.assert_allclose(ood.transformed(x, "inverted"), 1.0 - x)
+    noise = ood.transformed(x, "noise")
+    assert noise.shape == x.shape and noise.dtype == np.float32
+    np.testing.assert_allclose(noise * 255, np.round(noise * 255), atol=1e-4)
+    constant = ood.transformed(x, "constant")
+    assert all(np.unique(image).size == 1 for image in constant)
+    assert np.unique(constant[:, 0, 0, 0]).size > 1  # one level per image, not one for all
+    # Deterministic: every model scores the same images.
+    np.testing.assert_array_equal(ood.transformed(x, "noise"), noise)
+    with pytest.raises(ValueError, match="unknown transform 'blur'"):
+        ood.transformed(x, "blur")
+
+
+def test_derived_scores_are_the_ratio_and_the_complexity():
+    det = ood.Detector("flow", "glow_mnist")
+    own = {"nll": np.array([10.0, 20.0])}
+    background = {"nll": np.array([4.0, 25.0])}
+    bits = np.array([5.0, 50.0])
+    out = ood.derived_scores(det, own, background, bits)
+    np.testing.assert_allclose(out["likelihood"], [10.0, 20.0])
+    np.testing.assert_allclose(out["likelihood_ratio"], [6.0, -5.0])
+    np.testing.assert_allclose(out["complexity"], np.array([10.0, 20.0]) / np.log(2) - bits)
+    gan = ood.derived_scores(ood.Detector("GAN", "dcgan_mnist", likelihood=False),
+                             {"discriminator": np.ones(2), "inversion": np.zeros(2)},
+                             None, bits)
+    assert set(gan) == {"discriminator", "inversion"}
+
+
+def test_every_detector_is_a_registered_experiment():
+    experiments = registry.load_all()
+    assert {d.experiment for d in ood.DETECTORS} <= set(experiments)
+    families = {experiments[d.experiment].family for d in ood.DETECTORS}
+    assert families >= {"vae", "flow", "autoregressive", "diffusion", "mixture", "gan"}
+    assert "ood" in registry.studies()
+
+
+def test_flags_and_bad_input_are_one_line_errors(tmp_path, capsys):
+    args = ood.parse_args(["--in=digits", "--out=mnist", "--workdir=w",
+                           "--detectors=vae_mnist", "--num_examples=10"])
+    assert args["detectors"] == ("vae_mnist",) and args["num_examples"] == 10
+    args = ood.parse_args(["--one_class=digits", "--workdir=w", "--classes=0,3"])
+    assert args["classes"] == (0, 3)
+    for argv, named in ((["--in=digits", "--workdir=w"], "--out is required"),
+                        (["--one_class=digits", "--in=digits", "--workdir=w"],
+                         "--one_class takes no --in"),
+                        (["--in=a", "--out=b", "--workdir=w", "--oot=c"], "unknown flag --oot"),
+                        (["--one_class=digits", "--workdir=w", "--classes=x"],
+                         "--classes='x'")):
+        with pytest.raises(ood.OODError, match=named):
+            ood.parse_args(argv)
+    wd = tmp_path / "wd"
+    assert ood.main(["--in=nosuch", "--out=digits", f"--workdir={wd}"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "unknown dataset 'nosuch'")
+    assert ood.main(["--in=digits", "--out=digits", f"--workdir={wd}",
+                     "--detectors=nope"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "--detectors: unknown nope")
+    assert ood.main(["--one_class=digits", f"--workdir={wd}", "--classes=12",
+                     "--detectors=gmm_mnist"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "label 12 is outside [0, 9]")
+    # A folder of images of another size: named, before anything is written.
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    assert ood.main(["--in=digits", f"--out=image_folder:{folder}", f"--workdir={wd}",
+                     "--detectors=gmm_mnist"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "images of shape (28, 28, 1)",
+                          "has (8, 8, 1)")
+    assert not wd.exists()
+
+
+def _fake_dataset(shape=(28, 28, 1), n=16):
+    rng = np.random.default_rng(0)
+    split = {"image": rng.random((n,) + shape, dtype=np.float32),
+             "label": (np.arange(n) % 10).astype(np.int32)}
+    return data_lib.Dataset(name="mnist", kind="image", splits={"train": split, "test": split},
+                            element_spec={"image": shape, "label": ()}, num_classes=10,
+                            description="fake")
+
+
+def test_the_gan_scores_its_discriminator_and_a_latent_inversion():
+    exp = registry.get("dcgan_mnist")
+    config = exp.get_config("smoke")
+    dataset = _fake_dataset()
+    task = exp.make_task(config, dataset)
+    params = task.inference_params(
+        task.init_state(jax.random.key(0), jax.random.key(1), task.example_batch(dataset),
+                        task.make_optimizer()[0]), use_ema=False)
+    images = dataset.arrays("test")["image"][:6]
+    before = task.ood_scores(params, images, jax.random.key(2), inversion_steps=0)
+    after = jax.jit(lambda p, x, k: task.ood_scores(p, x, k, inversion_steps=40))(
+        params, images, jax.random.key(2))
+    assert before["discriminator"].shape == (6,)
+    np.testing.assert_allclose(after["discriminator"], before["discriminator"], rtol=1e-5)
+    # Adam on the latent brings the generator's images closer to the targets.
+    closer = np.asarray(after["inversion"]) < np.asarray(before["inversion"])
+    assert closer.mean() >= 0.8 and np.mean(after["inversion"]) < np.mean(before["inversion"])
+
+
+@pytest.fixture(scope="module")
+def ood_study(shared_data_dir, tmp_path_factory):
+    """Two detectors on digits against a folder of 8x8 PNGs and the
+    transformed sets, backgrounds trained on perturbed digits (the models
+    are reused by the detect_generated test)."""
+    base = tmp_path_factory.mktemp("ood_study")
+    folder = base / "folder"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):  # squares of one random level on black
+        image = np.zeros((8, 8), np.uint8)
+        image[2:6, 2:6] = rng.integers(60, 255)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    workdir = base / "ood"
+    kwargs = dict(preset="smoke", detectors=("vae_mnist", "gmm_mnist"), num_examples=40,
+                  data_dir=str(shared_data_dir))
+    records = ood.ood("digits", f"image_folder:{folder}", str(workdir), **kwargs)
+    return records, workdir, folder, kwargs
+
+
+@pytest.mark.slow
+def test_the_smoke_study_scores_every_set_and_reuses_its_scores(ood_study, monkeypatch):
+    """Every score of both detectors on every out set; a second call
+    restores nothing."""
+    records, workdir, folder, kwargs = ood_study
+    saved = read_json(workdir / "ood.json")["records"]
+    assert saved == json.loads(json.dumps(records))
+    outs = {"image_folder", "hflip", "vflip", "inverted", "noise", "constant"}
+    by = {(r["experiment"], r["score"], r["out"]): r for r in saved}
+    for experiment, scores in (("vae_mnist", ("likelihood", "likelihood_ratio", "complexity",
+                                              "neg_elbo", "reconstruction")),
+                               ("gmm_mnist", ("likelihood", "likelihood_ratio",
+                                              "complexity"))):
+        for score in scores:
+            for out in outs:
+                r = by[(experiment, score, out)]
+                for key in ("auroc", "auprc", "fpr_at_80_tpr"):
+                    assert 0.0 <= r[key] <= 1.0, r
+                assert r["num_in"] == 40 and r["num_out"] == (30 if out == "image_folder"
+                                                              else 40)
+    # Uniform noise is far from digits for any likelihood.
+    assert by[("gmm_mnist", "likelihood", "noise")]["auroc"] > 0.9
+    background = read_json(workdir / "gmm_mnist_background" / "config.json")
+    assert background["data"]["perturb_rate"] == ood.BACKGROUND_RATE
+    for name in ("ood.md", "ood_roc.png", "ood_hist.png", "ood_sets.png"):
+        assert (workdir / name).is_file(), name
+    assert "| VAE | `vae_mnist` | likelihood_ratio |" in (workdir / "ood.md").read_text()
+
+    def no_restore(*args, **kwargs):
+        raise AssertionError("restored a model again")
+    monkeypatch.setattr(ood.modes, "restore_for_inference", no_restore)
+    again = ood.ood("digits", f"image_folder:{folder}", str(workdir), **kwargs)
+    assert again == records
+
+
+@pytest.mark.slow
+def test_the_one_class_smoke_study_averages_over_classes(shared_data_dir, tmp_path):
+    workdir = tmp_path / "one_class"
+    result = ood.one_class("digits", str(workdir), preset="smoke", detectors=("gmm_mnist",),
+                           classes=(0, 1), num_examples=30, data_dir=str(shared_data_dir))
+    assert read_json(workdir / "one_class.json") == json.loads(json.dumps(result))
+    summary = {r["score"]: r for r in result["summary"]}
+    assert set(summary) == {"likelihood", "complexity"}
+    for r in summary.values():
+        assert r["classes"] == [0, 1]
+        assert r["mean_auroc"] == pytest.approx(np.mean(r["per_class_auroc"]), abs=1e-4)
+    # Each model saw its own class alone.
+    saved = read_json(workdir / "gmm_mnist_class1" / "config.json")
+    assert saved["data"]["classes"] == "1"
+    # A digits mixture of one class tells that class from the others.
+    assert summary["likelihood"]["mean_auroc"] > 0.8
+    assert "| mixture (EM) | `gmm_mnist` | likelihood |" in (workdir / "one_class.md").read_text()
+
+
+# --------------------------------------------------------------------------
+# Data augmentation (experiments/augment.py).
+
+
+def test_augment_flags_and_bad_input_are_one_line_errors(tmp_path, capsys):
+    from experiments import augment  # pylint: disable=import-outside-toplevel
+    args = augment.parse_args(["--dataset=digits", "--workdir=w", "--sizes=10,50",
+                               "--ratios=0.5,2", "--seeds=0,1"])
+    assert args["sizes"] == (10, 50) and args["ratios"] == (0.5, 2.0)
+    with pytest.raises(augment.AugmentError, match="--ratios='a'"):
+        augment.parse_args(["--dataset=digits", "--workdir=w", "--ratios=a"])
+    wd = tmp_path / "wd"
+    assert augment.main(["--dataset=digits", f"--workdir={wd}", "--generators=nope"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "--generators: unknown nope")
+    # Digits has about 180 training images a class: 500 a class cannot be drawn.
+    assert augment.main(["--dataset=digits", f"--workdir={wd}", "--sizes=500",
+                         "--generators=vae_mnist", "--preset=smoke"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "examples_per_class=500")
+    assert not wd.exists()
+
+
+@pytest.mark.slow
+def test_the_augment_smoke_study_trains_on_the_subset_alone_and_reuses(
+        shared_data_dir, tmp_path, monkeypatch):
+    from experiments import augment  # pylint: disable=import-outside-toplevel
+    workdir = tmp_path / "augment"
+    kwargs = dict(preset="smoke", generators=("vae_mnist",), sizes=(10,), seeds=(0, 1),
+                  ratios=(1.0, 2.0), data_dir=str(shared_data_dir))
+    result = augment.augment("digits", str(workdir), **kwargs)
+    assert read_json(workdir / "augment.json") == json.loads(json.dumps(result))
+    records = result["records"]
+    assert {(r["family"], r["seed"], r["ratio"]) for r in records} == {
+        ("real only", 0, 0.0), ("real only", 1, 0.0), ("VAE", 0, 1.0), ("VAE", 0, 2.0),
+        ("VAE", 1, 1.0), ("VAE", 1, 2.0)}
+    assert all(0.0 < r["accuracy"] <= 1.0 for r in records)
+    assert [c["seed"] for c in result["cas"]] == [0, 1]
+    # Each generator trained conditionally on its seed's 10 a class and nothing else.
+    for seed in (0, 1):
+        saved = read_json(workdir / "generators" / f"vae_mnist_n10_s{seed}" / "config.json")
+        assert saved["model"]["class_conditional"] is True
+        assert saved["data"]["examples_per_class"] == 10
+        assert saved["data"]["subset_seed"] == seed
+        synthetic = np.load(workdir / "generators" / f"vae_mnist_n10_s{seed}" /
+                            "synthetic.npz")
+        assert np.bincount(synthetic["label"]).tolist() == [20] * 10
+    summary = {(r["experiment"], r["ratio"]): r for r in result["summary"]}
+    real = summary[(None, 0.0)]
+    assert real["accuracy_n"] == 2 and real["accuracy_mean"] == pytest.approx(
+        np.mean([r["accuracy"] for r in records if r["family"] == "real only"]), abs=1e-4)
+    assert summary[("vae_mnist", 1.0)]["gain"] == pytest.approx(
+        summary[("vae_mnist", 1.0)]["accuracy_mean"] - real["accuracy_mean"], abs=1e-4)
+    assert "cas" in {r["ratio"] for r in result["summary"]}
+    table = (workdir / "augment.md").read_text()
+    assert "**10 labelled examples per class**" in table and "`vae_mnist`" in table
+    assert (workdir / "augment.png").stat().st_size > 1000
+
+    monkeypatch.setattr(augment.classifier_lib, "train_classifier", _never)
+    monkeypatch.setattr(augment.modes, "restore_for_inference", _never)
+    monkeypatch.setattr(augment.compare.loop, "train_and_evaluate", _never)
+    assert augment.augment("digits", str(workdir), **kwargs) == result
+
+
+# --------------------------------------------------------------------------
+# Telling generated from real (experiments/detect_generated.py).
+
+
+@pytest.mark.slow
+def test_the_detect_generated_smoke_study_writes_a_cross_family_matrix(
+        ood_study, shared_data_dir, tmp_path, monkeypatch):
+    """Reading the OOD study's models (trained by the same smoke recipes, so
+    reused as they are): samples, a detector per family, the matrix."""
+    from experiments import detect_generated as dg  # pylint: disable=import-outside-toplevel
+    workdir = tmp_path / "detect"
+    models = ood_study[1]
+    kwargs = dict(preset="smoke", experiments=("vae_mnist", "gmm_mnist"), num_train=96,
+                  num_test=40, models=str(models), data_dir=str(shared_data_dir))
+    monkeypatch.setattr(dg.compare.loop, "train_and_evaluate", _never)
+    result = dg.detect_generated("digits", str(workdir), **kwargs)
+    pairs = {(m["train_experiment"], m["test_experiment"]): m["auroc"]
+             for m in result["matrix"]}
+    assert set(pairs) == {(a, b) for a in ("vae_mnist", "gmm_mnist")
+                          for b in ("vae_mnist", "gmm_mnist")}
+    assert all(0.0 <= v <= 1.0 for v in pairs.values())
+    # Blurry 20-step smoke samples against real digits: easy to tell apart.
+    assert pairs[("vae_mnist", "vae_mnist")] > 0.8
+    assert {d["experiment"] for d in result["detectability"]} == {"vae_mnist", "gmm_mnist"}
+    assert read_json(workdir / "detect_generated.json") == json.loads(json.dumps(result))
+    assert "| `vae_mnist` | **" in (workdir / "detect_generated.md").read_text()
+    assert (workdir / "detect_generated.png").stat().st_size > 1000
+
+    monkeypatch.setattr(dg.classifier_lib, "train_classifier", _never)
+    monkeypatch.setattr(dg.modes, "restore_for_inference", _never)
+    assert dg.detect_generated("digits", str(workdir), **kwargs) == result
+    with pytest.raises(dg.DetectError, match="--experiments: unknown nope"):
+        dg.detect_generated("digits", str(workdir), experiments=("nope",))
