@@ -356,7 +356,11 @@ def render(result: dict) -> str:
             lines.append(f"| {family} | `{exp}` | " + " | ".join(cells)
                          + f" | {_pm(c) if c else '—'} |")
         lines.append("")
-    lines += [f"Test accuracy (%) on the whole real test split of a LeNet trained for "
+    lines += [f"Each generator: its family's class-conditional recipe at "
+              f"`--preset={result['preset']}` for "
+              f"{STEP_FRACTION[result['preset']]:g} of its steps, on the labelled "
+              f"subset alone. "
+              f"Test accuracy (%) on the whole real test split of a LeNet trained for "
               f"{result['classifier_steps']} steps of 32, mean ± std over seeds (each "
               f"seed: its own labelled subset, generators and classifier "
               f"initialisation); in brackets the gain over real only; **↑** (↓) where "
