@@ -407,29 +407,10 @@ USAGE = ("usage: python -m experiments.augment --dataset=NAME[:DIR] --workdir=DI
 
 
 def parse_args(argv: list[str]) -> dict:
-    known = {"dataset", "workdir", "preset", "generators", "sizes", "seeds", "ratios",
-             "data_dir"}
-    args = {"preset": "cpu"}
-    for arg in argv:
-        if not arg.startswith("--") or "=" not in arg:
-            raise AugmentError(f"unexpected argument {arg!r}; {USAGE}")
-        key, value = arg[2:].split("=", 1)
-        if key not in known:
-            raise AugmentError(f"unknown flag --{key}; {USAGE}")
-        args[key] = value
-    for key in ("dataset", "workdir"):
-        if not args.get(key):
-            raise AugmentError(f"--{key} is required; {USAGE}")
-    for key, kind in (("sizes", int), ("seeds", int), ("ratios", float)):
-        if key in args:
-            try:
-                args[key] = tuple(kind(v) for v in args[key].split(",") if v)
-            except ValueError:
-                raise AugmentError(f"--{key}={args[key]!r}: numbers separated by "
-                                   f"commas") from None
-    if "generators" in args:
-        args["generators"] = tuple(g for g in args["generators"].split(",") if g)
-    return args
+    return compare.parse_flags(
+        argv, {"dataset", "workdir", "preset", "generators", "sizes", "seeds", "ratios",
+               "data_dir"}, ("dataset", "workdir"), USAGE, AugmentError,
+        int_lists=("sizes", "seeds"), float_lists=("ratios",), name_lists=("generators",))
 
 
 def main(argv: list[str]) -> int:

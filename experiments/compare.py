@@ -494,29 +494,45 @@ USAGE = ("usage: python -m experiments.compare --dataset=NAME[:DIR] --workdir=DI
          "[--data_dir=DIR]")
 
 
-def parse_args(argv: list[str]) -> dict:
-    """``--key=value`` flags -> a dict; a one-line CompareError otherwise."""
-    known = {"dataset", "workdir", "preset", "experiments", "num_samples", "data_dir"}
+def parse_flags(argv: list[str], known: set[str], required: tuple[str, ...], usage: str,
+                error=None, *, ints=(), int_lists=(), float_lists=(), name_lists=()
+                ) -> dict:
+    """A study's ``--key=value`` flags -> a dict (``preset`` defaults to
+    ``cpu``), the values of ``ints`` as integers and of the ``*_lists`` as
+    tuples split at commas; a one-line ``error`` (CompareError) otherwise."""
+    error = error or CompareError
     args = {"preset": "cpu"}
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:
-            raise CompareError(f"unexpected argument {arg!r}; {USAGE}")
+            raise error(f"unexpected argument {arg!r}; {usage}")
         key, value = arg[2:].split("=", 1)
         if key not in known:
-            raise CompareError(f"unknown flag --{key}; {USAGE}")
+            raise error(f"unknown flag --{key}; {usage}")
         args[key] = value
-    for key in ("dataset", "workdir"):
+    for key in required:
         if not args.get(key):
-            raise CompareError(f"--{key} is required; {USAGE}")
-    if "num_samples" in args:
-        try:
-            args["num_samples"] = int(args["num_samples"])
-        except ValueError:
-            raise CompareError(f"--num_samples={args['num_samples']!r} is not an "
-                               f"integer") from None
-    if "experiments" in args:
-        args["experiments"] = tuple(e for e in args["experiments"].split(",") if e)
+            raise error(f"--{key} is required; {usage}")
+    for keys, kind, single, what in ((ints, int, True, "an integer"),
+                                     (int_lists, int, False, "integers separated by commas"),
+                                     (float_lists, float, False,
+                                      "numbers separated by commas")):
+        for key in (k for k in keys if k in args):
+            try:
+                args[key] = (kind(args[key]) if single else
+                             tuple(kind(v) for v in args[key].split(",") if v))
+            except ValueError:
+                raise error(f"--{key}={args[key]!r}: not {what}") from None
+    for key in name_lists:
+        if key in args:
+            args[key] = tuple(v for v in args[key].split(",") if v)
     return args
+
+
+def parse_args(argv: list[str]) -> dict:
+    """``--key=value`` flags -> a dict; a one-line CompareError otherwise."""
+    return parse_flags(argv, {"dataset", "workdir", "preset", "experiments", "num_samples",
+                              "data_dir"}, ("dataset", "workdir"), USAGE,
+                       ints=("num_samples",), name_lists=("experiments",))
 
 
 def main(argv: list[str]) -> int:

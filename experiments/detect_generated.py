@@ -263,28 +263,10 @@ USAGE = ("usage: python -m experiments.detect_generated --dataset=NAME[:DIR] "
 
 
 def parse_args(argv: list[str]) -> dict:
-    known = {"dataset", "workdir", "models", "preset", "experiments", "num_train",
-             "num_test", "data_dir"}
-    args = {"preset": "cpu"}
-    for arg in argv:
-        if not arg.startswith("--") or "=" not in arg:
-            raise DetectError(f"unexpected argument {arg!r}; {USAGE}")
-        key, value = arg[2:].split("=", 1)
-        if key not in known:
-            raise DetectError(f"unknown flag --{key}; {USAGE}")
-        args[key] = value
-    for key in ("dataset", "workdir"):
-        if not args.get(key):
-            raise DetectError(f"--{key} is required; {USAGE}")
-    for key in ("num_train", "num_test"):
-        if key in args:
-            try:
-                args[key] = int(args[key])
-            except ValueError:
-                raise DetectError(f"--{key}={args[key]!r} is not an integer") from None
-    if "experiments" in args:
-        args["experiments"] = tuple(e for e in args["experiments"].split(",") if e)
-    return args
+    return compare.parse_flags(
+        argv, {"dataset", "workdir", "models", "preset", "experiments", "num_train",
+               "num_test", "data_dir"}, ("dataset", "workdir"), USAGE, DetectError,
+        ints=("num_train", "num_test"), name_lists=("experiments",))
 
 
 def main(argv: list[str]) -> int:

@@ -625,36 +625,16 @@ USAGE = ("usage: python -m experiments.ood (--in=NAME[:DIR] --out=NAME[:DIR] "
 
 
 def parse_args(argv: list[str]) -> dict:
-    known = {"in", "out", "workdir", "preset", "detectors", "num_examples", "models",
-             "data_dir", "one_class", "classes"}
-    args = {"preset": "cpu"}
-    for arg in argv:
-        if not arg.startswith("--") or "=" not in arg:
-            raise OODError(f"unexpected argument {arg!r}; {USAGE}")
-        key, value = arg[2:].split("=", 1)
-        if key not in known:
-            raise OODError(f"unknown flag --{key}; {USAGE}")
-        args[key] = value
+    args = compare.parse_flags(
+        argv, {"in", "out", "workdir", "preset", "detectors", "num_examples", "models",
+               "data_dir", "one_class", "classes"}, (), USAGE, OODError,
+        ints=("num_examples",), int_lists=("classes",), name_lists=("detectors",))
     required = ("one_class", "workdir") if "one_class" in args else ("in", "out", "workdir")
     for key in required:
         if not args.get(key):
             raise OODError(f"--{key} is required; {USAGE}")
     if "one_class" in args and ({"in", "out", "models"} & set(args)):
         raise OODError(f"--one_class takes no --in, --out or --models; {USAGE}")
-    if "classes" in args:
-        try:
-            args["classes"] = tuple(int(c) for c in args["classes"].split(",") if c)
-        except ValueError:
-            raise OODError(f"--classes={args['classes']!r}: integers separated by "
-                           f"commas, e.g. 0,1") from None
-    if "num_examples" in args:
-        try:
-            args["num_examples"] = int(args["num_examples"])
-        except ValueError:
-            raise OODError(f"--num_examples={args['num_examples']!r} is not an "
-                           f"integer") from None
-    if "detectors" in args:
-        args["detectors"] = tuple(d for d in args["detectors"].split(",") if d)
     return args
 
 
