@@ -204,11 +204,7 @@ def augment(dataset_spec: str, workdir: str, *, preset: str = "cpu",
     if min(sizes) < 1 or min(ratios) <= 0 or min(seeds) < 0:
         raise AugmentError(f"--sizes {sizes}, --ratios {ratios} and --seeds {seeds}: "
                            f"sizes at least 1, ratios above 0, seeds non-negative")
-    cfg = config_lib.base_config(data_name=name)
-    cfg.data.manual_dir = manual_dir
-    if data_dir is not None:
-        cfg.data.data_dir = data_dir
-    dataset = data_lib.load_dataset(cfg.data)
+    dataset = compare.load_dataset(name, manual_dir, data_dir)
     if dataset.num_classes is None:
         raise AugmentError(f"--dataset={dataset_spec!r}: {name!r} has no labels")
     k = int(dataset.num_classes)

@@ -146,6 +146,16 @@ def parse_dataset(spec: str) -> tuple[str, str | None]:
     return name, manual_dir or None
 
 
+def load_dataset(name: str, manual_dir: str | None, data_dir: str | None = None):
+    """The registered dataset ``name`` as a study reads it (``manual_dir``
+    its raw files, ``data_dir`` where it is prepared)."""
+    cfg = config_lib.base_config(data_name=name)
+    cfg.data.manual_dir = manual_dir
+    if data_dir is not None:
+        cfg.data.data_dir = data_dir
+    return data_lib.load_dataset(cfg.data)
+
+
 def row_config(row: Row, preset: str, dataset: str, manual_dir: str | None,
                data_dir: str | None = None):
     """The row's recipe at ``preset``, reading ``dataset``."""

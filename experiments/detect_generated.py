@@ -134,11 +134,7 @@ def detect_generated(dataset_spec: str, workdir: str, *, preset: str = "cpu",
             q.num_samples = 0
             q.num_samples_during_training = 0
     compare.split_cpu_for(configs)
-    cfg = config_lib.base_config(data_name=name)
-    cfg.data.manual_dir = manual_dir
-    if data_dir is not None:
-        cfg.data.data_dir = data_dir
-    dataset = data_lib.load_dataset(cfg.data)
+    dataset = compare.load_dataset(name, manual_dir, data_dir)
     real_train = dataset.arrays("train")["image"]
     real_test = dataset.arrays("test")["image"]
     rng = np.random.default_rng(0)

@@ -139,11 +139,7 @@ def load_images(name: str, manual_dir: str | None, data_dir: str | None = None,
                 split: str = "test") -> np.ndarray:
     """A registered dataset's ``split`` images (every split of an
     ``image_folder``: a folder of anomalies is all test)."""
-    cfg = config_lib.base_config(data_name=name)
-    cfg.data.manual_dir = manual_dir
-    if data_dir is not None:
-        cfg.data.data_dir = data_dir
-    dataset = data_lib.load_dataset(cfg.data)
+    dataset = compare.load_dataset(name, manual_dir, data_dir)
     if name == "image_folder":
         return np.concatenate([dataset.arrays(s)["image"] for s in sorted(dataset.splits)])
     return dataset.arrays(split)["image"]
@@ -426,11 +422,7 @@ def one_class(spec: str, workdir: str, *, preset: str = "cpu",
     n = num_examples or NUM_EXAMPLES[preset]
     base = [detector_config(d, preset, name, manual_dir, data_dir) for d in chosen]
     compare.split_cpu_for(base)
-    cfg = config_lib.base_config(data_name=name)
-    cfg.data.manual_dir = manual_dir
-    if data_dir is not None:
-        cfg.data.data_dir = data_dir
-    dataset = data_lib.load_dataset(cfg.data)
+    dataset = compare.load_dataset(name, manual_dir, data_dir)
     if dataset.num_classes is None:
         raise OODError(f"--one_class={spec!r}: {name!r} has no labels to split by")
     labels_spec = ",".join(map(str, classes)) if classes else ""
