@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -295,3 +296,23 @@ def test_the_detect_generated_smoke_study_writes_a_cross_family_matrix(
     assert dg.detect_generated("digits", str(workdir), **kwargs) == result
     with pytest.raises(dg.DetectError, match="--experiments: unknown nope"):
         dg.detect_generated("digits", str(workdir), experiments=("nope",))
+
+
+def test_registered_ood_results_render_from_the_json_the_command_wrote(tmp_path):
+    record = {"family": "flow", "experiment": "glow_mnist", "score": "likelihood",
+              "in": "fashion_mnist", "out": "mnist", "num_in": 1000, "num_out": 1000,
+              "auroc": 0.1234, "auprc": 0.3, "fpr_at_80_tpr": 0.97}
+    (tmp_path / "ood.json").write_text(json.dumps({"records": [
+        record, dict(record, out="noise", auroc=1.0)]}))
+    result = registry.StudyResult(preset="cpu", dataset="fashion_mnist", rows_file="ood.json",
+                                  command="c", date="d", host="h", wall_time="w")
+    table = registry.studies()["ood"].render(result.rows(tmp_path))
+    assert "| flow | `glow_mnist` | likelihood | 0.123 | 1.000 | 0.300 | 0.970 |" in table
+    one = {"records": [], "summary": [{"family": "VAE", "experiment": "vae_mnist",
+                                       "score": "likelihood", "classes": [0, 1],
+                                       "mean_auroc": 0.9, "min_auroc": 0.85,
+                                       "per_class_auroc": [0.95, 0.85]}]}
+    (tmp_path / "one.json").write_text(json.dumps(one))
+    result = dataclasses.replace(result, rows_file="one.json")
+    table = registry.studies()["ood"].render(result.rows(tmp_path))
+    assert "| VAE | `vae_mnist` | likelihood | **0.900** | 0.850 | 0.950 | 0.850 |" in table
