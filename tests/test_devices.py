@@ -28,9 +28,14 @@ from conftest import run_python
 # test (the U-Net on digits, the DCGAN on digits, the GPT, the VAE on digits),
 # or whose parts do elsewhere: the score SDE is the ddpm U-Net with the
 # ScoreSDETask step that score_toy2d trains here, the denoising diffusion GAN
-# the U-Net with the GAN's two-player update (test_gan).
+# the U-Net with the GAN's two-player update (test_gan); vae_mnist is
+# vae_digits' VAETask and MLP on 28x28 images (test_train); realnvp_mnist is
+# the MultiScaleFlow and FlowTask that glow_mnist trains here, with affine
+# couplings in place of Glow's; pixelcnn_mnist_8bit is the gated PixelCNN
+# that pixelcnn_mnist trains here, with a 256-way head.
 COVERED = ("ddpm_mnist", "ddpm_cifar10", "dcgan_mnist", "gpt_shakespeare_char",
-           "vae_digits", "score_sde_mnist", "ddgan_mnist")
+           "vae_digits", "score_sde_mnist", "ddgan_mnist", "vae_mnist", "realnvp_mnist",
+           "pixelcnn_mnist_8bit")
 
 
 @pytest.fixture(scope="module")
