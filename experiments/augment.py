@@ -42,8 +42,6 @@ import jax
 import numpy as np
 
 from experiments import compare
-from genjax import cli
-from genjax import config as config_lib
 from genjax import data as data_lib
 from genjax import registry
 from genjax.data import subsets
@@ -98,10 +96,7 @@ def generator_config(gen: Generator, preset: str, dataset: str, manual_dir: str 
     config.data.examples_per_class = int(size)
     config.data.subset_seed = int(seed)
     config.seed = int(seed)
-    q = config.eval.get("sample_quality")
-    if q is not None:
-        q.num_samples = 0
-        q.num_samples_during_training = 0
+    compare.without_sample_quality(config)
     t = config.train
     steps = max(20, int(round(t.num_steps * STEP_FRACTION[preset])))
     if steps < t.num_steps:
@@ -391,10 +386,7 @@ def plot(result: dict, path: str) -> None:
     axes[0][0].set_ylabel("test accuracy")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    compare.save_figure(fig, path, dpi=110)
 
 
 USAGE = ("usage: python -m experiments.augment --dataset=NAME[:DIR] --workdir=DIR "
@@ -410,17 +402,13 @@ def parse_args(argv: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    cli.setup_logging()
-    try:
+    def run():
         args = parse_args(argv)
         augment(args["dataset"], args["workdir"], preset=args["preset"],
                 generators=args.get("generators"), sizes=args.get("sizes"),
                 seeds=args.get("seeds"), ratios=args.get("ratios"),
                 data_dir=args.get("data_dir"))
-    except (compare.CompareError, config_lib.ConfigError, data_lib.DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return compare.run_study(run)
 
 
 registry.register_study(registry.Study(

@@ -447,10 +447,7 @@ def plot(rows: list[dict], path: str) -> None:
     ax.set_ylabel("FD (classifier features)")
     ax.set_title("quality against sampling time")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def compare(dataset_spec: str, preset: str, workdir: str, *,
@@ -545,18 +542,46 @@ def parse_args(argv: list[str]) -> dict:
                        ints=("num_samples",), name_lists=("experiments",))
 
 
+def run_study(run) -> int:
+    """A study's command line: ``run()`` with the experiments' progress lines
+    on stdout; 0 on success, 2 with one line for a usage mistake (a bad flag,
+    config value or dataset)."""
+    cli.setup_logging()
+    try:
+        run()
+    except (CompareError, config_lib.ConfigError, data_lib.DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def without_sample_quality(config):
+    """``config`` without the sample-quality protocol (not part of a recipe:
+    a run of it is reused as it is); returns it."""
+    q = config.eval.get("sample_quality")
+    if q is not None:
+        q.num_samples = 0
+        q.num_samples_during_training = 0
+    return config
+
+
+def save_figure(fig, path: str, dpi: int = 120) -> None:
+    """Writes ``fig`` to ``path`` atomically and closes it."""
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def main(argv: list[str]) -> int:
     """The command line: 0 on success, 2 for a usage mistake."""
-    cli.setup_logging()  # the experiments' own progress lines, on stdout
-    try:
+    def run():
         args = parse_args(argv)
         compare(args["dataset"], args["preset"], args["workdir"],
                 experiments=args.get("experiments"), num_samples=args.get("num_samples"),
                 data_dir=args.get("data_dir"))
-    except (CompareError, config_lib.ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_study(run)
 
 
 registry.register_study(registry.Study(

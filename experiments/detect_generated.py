@@ -34,8 +34,6 @@ import jax
 import numpy as np
 
 from experiments import compare
-from genjax import cli
-from genjax import config as config_lib
 from genjax import data as data_lib
 from genjax import registry
 from genjax.evaluate import classifier as classifier_lib
@@ -129,10 +127,7 @@ def detect_generated(dataset_spec: str, workdir: str, *, preset: str = "cpu",
                           f"and 2")
     configs = [compare.row_config(r, preset, name, manual_dir, data_dir) for r in chosen]
     for c in configs:
-        q = c.eval.get("sample_quality")
-        if q is not None:
-            q.num_samples = 0
-            q.num_samples_during_training = 0
+        compare.without_sample_quality(c)
     compare.split_cpu_for(configs)
     dataset = compare.load_dataset(name, manual_dir, data_dir)
     real_train = dataset.arrays("train")["image"]
@@ -247,10 +242,7 @@ def plot(result: dict, path: str) -> None:
     ax.set_ylabel("detector trained on")
     fig.colorbar(im, ax=ax, label="AUROC")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    compare.save_figure(fig, path, dpi=110)
 
 
 USAGE = ("usage: python -m experiments.detect_generated --dataset=NAME[:DIR] "
@@ -266,17 +258,13 @@ def parse_args(argv: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    cli.setup_logging()
-    try:
+    def run():
         args = parse_args(argv)
         detect_generated(args["dataset"], args["workdir"], preset=args["preset"],
                          experiments=args.get("experiments"), models=args.get("models"),
                          num_train=args.get("num_train"), num_test=args.get("num_test"),
                          data_dir=args.get("data_dir"))
-    except (compare.CompareError, config_lib.ConfigError, data_lib.DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return compare.run_study(run)
 
 
 registry.register_study(registry.Study(

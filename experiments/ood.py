@@ -59,8 +59,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import compare
-from genjax import cli
-from genjax import config as config_lib
 from genjax import data as data_lib
 from genjax import registry
 from genjax.evaluate import detection
@@ -285,10 +283,7 @@ def detector_config(detector: Detector, preset: str, dataset: str,
     """The detector's recipe reading ``dataset``, without the sample-quality
     protocol (not part of the recipe: a head-to-head run of it is reused)."""
     config = compare.row_config(detector, preset, dataset, manual_dir, data_dir)
-    q = config.eval.get("sample_quality")
-    if q is not None:
-        q.num_samples = 0
-        q.num_samples_during_training = 0
+    compare.without_sample_quality(config)
     return config
 
 
@@ -560,13 +555,6 @@ def _plt():
     return plt
 
 
-def _save(fig, path: str) -> None:
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    _plt().close(fig)
-    os.replace(tmp, path)
-
-
 def plot_roc(per_detector: dict, out_set: str, path: str, in_name: str) -> None:
     """One panel a detector: each score's ROC curve on the out dataset."""
     plt = _plt()
@@ -583,7 +571,7 @@ def plot_roc(per_detector: dict, out_set: str, path: str, in_name: str) -> None:
         ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel(f"true-positive rate ({out_set} vs {in_name})")
     fig.tight_layout()
-    _save(fig, path)
+    compare.save_figure(fig, path, dpi=110)
 
 
 def plot_histograms(per_detector: dict, out_set: str, path: str, in_name: str) -> None:
@@ -598,7 +586,7 @@ def plot_histograms(per_detector: dict, out_set: str, path: str, in_name: str) -
         ax.set_title(f"{experiment}: {score}", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    compare.save_figure(fig, path, dpi=110)
 
 
 def _save_set_grid(sets: dict, path: str) -> None:
@@ -631,8 +619,7 @@ def parse_args(argv: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    cli.setup_logging()
-    try:
+    def run():
         args = parse_args(argv)
         if "one_class" in args:
             one_class(args["one_class"], args["workdir"], preset=args["preset"],
@@ -642,10 +629,7 @@ def main(argv: list[str]) -> int:
             ood(args["in"], args["out"], args["workdir"], preset=args["preset"],
                 detectors=args.get("detectors"), num_examples=args.get("num_examples"),
                 models=args.get("models"), data_dir=args.get("data_dir"))
-    except (compare.CompareError, config_lib.ConfigError, data_lib.DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return compare.run_study(run)
 
 
 registry.register_study(registry.Study(
