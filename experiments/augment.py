@@ -97,17 +97,8 @@ def generator_config(gen: Generator, preset: str, dataset: str, manual_dir: str 
     config.data.subset_seed = int(seed)
     config.seed = int(seed)
     compare.without_sample_quality(config)
-    t = config.train
-    steps = max(20, int(round(t.num_steps * STEP_FRACTION[preset])))
-    if steps < t.num_steps:
-        t.warmup_steps = int(round(t.get("warmup_steps", 0) * steps / t.num_steps))
-        t.num_steps = steps
-        t.eval_every = steps
-        t.checkpoint_every = min(t.checkpoint_every, steps)
     # A batch no larger than the subset.
-    num_train = size * 10
-    if t.batch_size > num_train:
-        t.batch_size = max(8, num_train - num_train % 8)
+    compare.shorten(config, STEP_FRACTION[preset], size * 10)
     return config
 
 

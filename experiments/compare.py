@@ -565,6 +565,23 @@ def without_sample_quality(config):
     return config
 
 
+def shorten(config, fraction: float, max_batch: int):
+    """``config`` trained for ``fraction`` of its steps (at least 20; its
+    warm-up in proportion, one evaluation at the end) on a batch of at most
+    ``max_batch`` (rounded down to a multiple of 8, which any CPU device
+    count divides); returns it."""
+    t = config.train
+    steps = max(20, int(round(t.num_steps * fraction)))
+    if steps < t.num_steps:
+        t.warmup_steps = int(round(t.get("warmup_steps", 0) * steps / t.num_steps))
+        t.num_steps = steps
+        t.eval_every = steps
+        t.checkpoint_every = min(t.checkpoint_every, steps)
+    if t.batch_size > max_batch:
+        t.batch_size = max(8, max_batch - max_batch % 8)
+    return config
+
+
 def save_figure(fig, path: str, dpi: int = 120) -> None:
     """Writes ``fig`` to ``path`` atomically and closes it."""
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel

@@ -389,15 +389,8 @@ def one_class_config(config, label: int, experiment: str, num_train: int):
     steps, its batch no larger than the class."""
     config = config.copy_and_resolve_references()
     config.data.classes = str(label)
-    t = config.train
-    if t.batch_size > num_train:  # a multiple of 8: any CPU device count divides it
-        t.batch_size = max(8, num_train - num_train % 8)
-    if registry.get(experiment).family != "mixture" and t.num_steps > 20:
-        steps = max(20, int(round(t.num_steps * ONE_CLASS_STEP_FRACTION)))
-        t.warmup_steps = int(round(t.get("warmup_steps", 0) * steps / t.num_steps))
-        t.num_steps = steps
-        t.eval_every = steps
-        t.checkpoint_every = min(t.checkpoint_every, steps)
+    fraction = 1.0 if registry.get(experiment).family == "mixture" else ONE_CLASS_STEP_FRACTION
+    compare.shorten(config, fraction, num_train)
     return config
 
 
