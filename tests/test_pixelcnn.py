@@ -74,12 +74,30 @@ def test_the_categorical_nll_of_uniform_logits_is_8_bits_per_pixel():
     assert float(pixels_lib.nll("categorical", sharp, x).max()) < 1e-3
 
 
-@pytest.mark.parametrize("distribution,class_conditional", [
-    ("bernoulli", False), ("categorical", True)])
-def test_the_row_cached_sampler_draws_what_the_naive_one_draws(distribution,
-                                                               class_conditional):
-    task = _task(distribution, class_conditional, features=8, num_layers=3,
-                 head_features=16)
+def test_reach_is_exactly_how_far_a_pixels_logits_read():
+    """Logits (i, j) read x(i - reach, .) and x(i, j - reach) but nothing
+    further up or further left on row i: the bands the sampler runs on."""
+    model = GatedPixelCNN(features=8, num_layers=2, kernel=3, first_kernel=5,
+                          head_features=8)
+    assert model.reach == 5
+    size, (i, j) = 13, (11, 11)
+    x = jax.random.uniform(jax.random.key(0), (1, size, size, 1))
+    params = model.init(jax.random.key(1), x)
+    grad = np.abs(np.asarray(jax.grad(
+        lambda x: model.apply(params, x)[0, i, j, 0])(x))[0, :, :, 0]) > 0
+    assert grad[i - model.reach].any() and not grad[:i - model.reach].any()
+    assert grad[i, j - model.reach] and not grad[i, :j - model.reach].any()
+
+
+@pytest.mark.parametrize("distribution,class_conditional,shape,first_kernel", [
+    ("bernoulli", False, (6, 6, 1), 7),      # the bands are the whole image
+    ("categorical", True, (6, 6, 1), 7),
+    ("bernoulli", False, (13, 12, 1), 3),    # bands of reach + 1 = 6 < 12
+    ("categorical", True, (13, 12, 1), 3)])
+def test_the_row_cached_sampler_draws_what_the_naive_one_draws(
+        distribution, class_conditional, shape, first_kernel):
+    task = _task(distribution, class_conditional, shape, features=8, num_layers=3,
+                 head_features=16, first_kernel=first_kernel)
     params = task.init_params(jax.random.key(0), None)
     labels = jnp.array([0, 3, 7, 9]) if class_conditional else None
     fast = jax.jit(lambda p, k: task.sample(p, k, 4, labels=labels))(

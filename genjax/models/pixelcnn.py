@@ -141,6 +141,18 @@ class GatedPixelCNN(nn.Module):
                 f"GatedPixelCNN(num_classes={self.num_classes}) called "
                 f"{'without' if labels is None else 'with'} labels")
 
+    @property
+    def reach(self) -> int:
+        """How far a pixel's logits read: the rows above (through the
+        vertical stack and its one-row shift) and the columns to the left
+        (through the horizontal stack and its one-column shift), each
+        ``first_kernel // 2 + 1 + num_layers * (kernel // 2)``. A sampler
+        may run the vertical stack on the ``reach + 1`` rows ending at the
+        current one and the horizontal stack on the ``reach + 1`` columns
+        ending at the current pixel: padding those bands with zeros changes
+        nothing the current pixel reads."""
+        return self.first_kernel // 2 + 1 + self.num_layers * (self.kernel // 2)
+
     def vertical(self, x, labels=None) -> list:
         """Per layer, the vertical stack's (and the class's) input to the
         horizontal stack, ``[B, H, W, 2F]``; row i reads rows < i of ``x``."""
