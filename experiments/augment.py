@@ -108,8 +108,7 @@ def synthetic(config, run_dir: str, experiment: str, num_per_class: int,
     ``run_dir``, class-balanced in every prefix of ``num_classes`` (labels
     cycle 0, 1, ..., K-1), kept in ``run_dir/synthetic.npz``."""
     path = os.path.join(run_dir, "synthetic.npz")
-    with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
-        step = json.load(f).get("step")
+    step = artifacts.evaluated_step(run_dir)
     if os.path.isfile(path):
         with np.load(path) as saved:
             if int(saved["step"]) == step and len(saved["label"]) >= num_per_class * num_classes:
@@ -131,9 +130,7 @@ def synthetic(config, run_dir: str, experiment: str, num_per_class: int,
         images = np.concatenate(out)
     finally:
         run.checkpointer.close()
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, image=images, label=labels, step=np.array(step))
-    os.replace(tmp, path)
+    artifacts.write_npz(path, image=images, label=labels, step=np.array(step))
     return images, labels
 
 

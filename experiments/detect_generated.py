@@ -59,8 +59,7 @@ def samples_of(row, config, run_dir: str, num: int) -> np.ndarray:
     """``num`` samples of the model in ``run_dir`` (its own unconditional
     sampler), kept in ``run_dir/detect_samples.npz`` with the step."""
     path = os.path.join(run_dir, "detect_samples.npz")
-    with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
-        step = json.load(f).get("step")
+    step = artifacts.evaluated_step(run_dir)
     if os.path.isfile(path):
         with np.load(path) as saved:
             if int(saved["step"]) == step and len(saved["image"]) >= num:
@@ -77,9 +76,7 @@ def samples_of(row, config, run_dir: str, num: int) -> np.ndarray:
         images = np.clip(np.concatenate(chunks), 0.0, 1.0)
     finally:
         run.checkpointer.close()
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, image=images, step=np.array(step))
-    os.replace(tmp, path)
+    artifacts.write_npz(path, image=images, step=np.array(step))
     return images
 
 

@@ -164,10 +164,10 @@ def check_shapes(in_spec: str, in_images, out_spec: str, out_images) -> None:
 # Scores.
 
 
-def binarised(task) -> bool:
+def binarised(config) -> bool:
     """Whether the model reads binarised pixels (a Bernoulli likelihood)."""
-    return "bernoulli" in (getattr(task, "likelihood", None),
-                           getattr(task, "distribution", None))
+    m = config.model
+    return "bernoulli" in (m.get("likelihood"), m.get("distribution"))
 
 
 def _batched_scores(fn, params, images: np.ndarray, key, size: int
@@ -191,8 +191,7 @@ def model_scores(config, run_dir: str, experiment: str, sets: dict[str, np.ndarr
     """``{set: {score: [n]}}`` of the model in ``run_dir``, each set's scores
     kept in ``cache_dir/<set>.npz`` with the run, its checkpoint step and the
     set's id: a rerun restores nothing it does not need."""
-    with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
-        step = json.load(f).get("step")
+    step = artifacts.evaluated_step(run_dir)
     out, missing = {}, []
     for name in sets:
         path = os.path.join(cache_dir, f"{name}.npz")
@@ -220,27 +219,20 @@ def model_scores(config, run_dir: str, experiment: str, sets: dict[str, np.ndarr
         for name in missing:
             t0 = time.perf_counter()
             images = sets[name]
-            if binarised(task):
+            if binarised(config):
                 images = binarise(images, name)
             scores = _batched_scores(fn, params, images,
                                      jax.random.fold_in(jax.random.key(SEED), 7), size)
-            _write_npz(os.path.join(cache_dir, f"{name}.npz"),
-                       dict(scores, _id=np.array(set_ids[name]),
-                            _step=np.array(restored_step),
-                            _run=np.array(os.path.abspath(run_dir))))
+            artifacts.write_npz(os.path.join(cache_dir, f"{name}.npz"), **scores,
+                                _id=np.array(set_ids[name]),
+                                _step=np.array(restored_step),
+                                _run=np.array(os.path.abspath(run_dir)))
             out[name] = scores
             log.info("ood: %s on %s: %d images in %.1f s", experiment, name,
                      len(images), time.perf_counter() - t0)
     finally:
         run.checkpointer.close()
     return out
-
-
-def _write_npz(path: str, arrays: dict) -> None:
-    """Atomically: a killed run leaves the old file or none."""
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def binarise(images: np.ndarray, set_name: str) -> np.ndarray:
@@ -339,7 +331,7 @@ def ood(in_spec: str, out_spec: str, workdir: str, *, preset: str = "cpu",
                 bg_config, bg_dir, det.experiment, sets, set_ids,
                 os.path.join(workdir, "scores", f"{in_name}_{det.experiment}_background"))
         run_config = configs[i]
-        bits_kind = "binary" if _binarised_config(run_config) else "8bit"
+        bits_kind = "binary" if binarised(run_config) else "8bit"
         if bits_kind not in complexity:
             complexity[bits_kind] = {
                 name: detection.input_complexity_bits(
@@ -367,11 +359,6 @@ def ood(in_spec: str, out_spec: str, workdir: str, *, preset: str = "cpu",
     plot_roc(per_detector, out_set, os.path.join(workdir, "ood_roc.png"), in_name)
     plot_histograms(per_detector, out_set, os.path.join(workdir, "ood_hist.png"), in_name)
     return records
-
-
-def _binarised_config(config) -> bool:
-    m = config.model
-    return "bernoulli" in (m.get("likelihood"), m.get("distribution"))
 
 
 # ---------------------------------------------------------------------------
@@ -442,7 +429,7 @@ def one_class(spec: str, workdir: str, *, preset: str = "cpu",
             own = model_scores(config, run_dir, det.experiment, sets, set_ids,
                                os.path.join(workdir, "scores",
                                             f"{det.experiment}_class{label}"))
-            kind = "binary" if _binarised_config(config) else "8bit"
+            kind = "binary" if binarised(config) else "8bit"
             if kind not in complexity:
                 complexity[kind] = {k: detection.input_complexity_bits(
                     binarise(v, k) if kind == "binary" else v) for k, v in sets.items()}

@@ -34,6 +34,22 @@ def write_npy(path: str, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def write_npz(path: str, **arrays) -> None:
+    """Writes ``arrays`` as one ``.npz`` atomically: a killed run leaves the
+    old file or none, never half of one."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def evaluated_step(run_dir: str) -> int | None:
+    """The step of the final evaluation in ``run_dir/eval.json`` (what a
+    study's cached samples or scores of that run are keyed by)."""
+    with open(os.path.join(run_dir, "eval.json"), encoding="utf-8") as f:
+        return json.load(f).get("step")
+
+
 def write_json(path: str, obj: dict) -> None:
     """Writes ``obj`` as indented JSON atomically, on the chief only."""
     if is_chief():
