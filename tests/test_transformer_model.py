@@ -253,3 +253,120 @@ def test_gelu_is_the_exact_erf_form():
         jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x), atol=1e-6)
     # Not the tanh approximation GPT-2 used: they differ by ~1e-3 near |x| = 2.
     assert float(jnp.max(jnp.abs(transformer.gelu(x) - jax.nn.gelu(x)))) > 1e-4
+
+
+# --------------------------------------------------------------------------
+# Options beyond GPT-2: rotary positions, QK-norm, ReLU^2, untied head, remat.
+
+MODERN = dict(position="rope", qk_norm=True, activation="relu2", tie_head=False)
+
+
+def test_rope_rotates_pairs_and_keeps_norms():
+    x = jax.random.normal(jax.random.key(0), (1, 2, 5, 8))
+    positions = jnp.arange(5)
+    y = transformer.rope(x, positions)
+    # Position 0 is the identity; every position keeps each pair's norm.
+    np.testing.assert_allclose(y[:, :, 0], x[:, :, 0], atol=1e-6)
+    pair = lambda a: a[..., :4] ** 2 + a[..., 4:] ** 2  # noqa: E731
+    np.testing.assert_allclose(pair(y), pair(x), rtol=1e-5)
+    # The first pair turns by one radian per position.
+    angle = jnp.arctan2(y[..., 4], y[..., 0]) - jnp.arctan2(x[..., 4], x[..., 0])
+    np.testing.assert_allclose(jnp.cos(angle),
+                               jnp.broadcast_to(jnp.cos(positions.astype(float)), angle.shape),
+                               atol=1e-5)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    q = jax.random.normal(jax.random.key(1), (1, 1, 1, 8))
+    k = jax.random.normal(jax.random.key(2), (1, 1, 1, 8))
+    score = lambda i, j: float(jnp.sum(  # noqa: E731
+        transformer.rope(q, jnp.array([i])) * transformer.rope(k, jnp.array([j]))))
+    assert score(3, 1) == pytest.approx(score(7, 5), abs=1e-5)
+    assert score(3, 1) == pytest.approx(score(2, 0), abs=1e-5)
+    assert abs(score(3, 1) - score(3, 2)) > 1e-3
+
+
+def test_rope_model_has_no_position_table_but_sees_order():
+    model = tiny(position="rope")
+    params = init(model)
+    assert "wpe" not in params
+    # Order reaches the model through the rotations alone: swapping two
+    # context tokens changes the last prediction.
+    tokens = random_tokens(3, batch=1, time=4)
+    swapped = tokens[:, jnp.array([1, 0, 2, 3])]
+    last = lambda t: forward(model, params, t)[:, -1]  # noqa: E731
+    assert float(jnp.max(jnp.abs(last(tokens) - last(swapped)))) > 1e-4
+
+
+def test_relu2_mlp():
+    x = jnp.linspace(-3.0, 3.0, 13)
+    np.testing.assert_allclose(transformer.relu2(x), jnp.where(x > 0, x * x, 0.0))
+
+
+def test_untied_head_starts_uniform():
+    model = tiny(tie_head=False)
+    params = init(model)
+    assert params["head"]["kernel"].shape == (WIDTH, VOCAB)
+    logits = forward(model, params, random_tokens(4))
+    np.testing.assert_allclose(logits, 0.0, atol=0)
+
+
+def test_qk_norm_normalises_queries_and_keys():
+    model = tiny(qk_norm=True)
+    params = init(model)
+    attn = params["block_0"]["attn"]
+    assert attn["q_norm"]["scale"].shape == attn["k_norm"]["scale"].shape == (WIDTH // HEADS,)
+    # Scaling the attention input's query/key projections changes nothing:
+    # the norms undo it (the values are another third of the same matrix).
+    scaled = jax.tree.map(lambda x: x, params)
+    kernel = scaled["block_0"]["attn"]["qkv"]["kernel"]
+    scaled["block_0"]["attn"]["qkv"]["kernel"] = kernel.at[:, :2 * WIDTH].multiply(5.0)
+    tokens = random_tokens(5)
+    np.testing.assert_allclose(forward(model, scaled, tokens),
+                               forward(model, params, tokens), atol=2e-5)
+    plain = tiny()
+    assert float(jnp.max(jnp.abs(forward(plain, scaled, tokens)
+                                 - forward(plain, params, tokens)))) > 1e-3
+
+
+@pytest.mark.parametrize("options", [MODERN, dict(position="rope")],
+                         ids=["modern", "rope"])
+def test_cached_decoding_equals_full_forward_with_options(options):
+    model = tiny(**options)
+    params = init(model, seed=3)
+    params = jax.tree.map(  # an untied head starts at zero: make it count
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(4), p.shape), params)
+    tokens = random_tokens(11, batch=2)
+    full = forward(model, params, tokens)
+    logits, cache = prefill(model, params, tokens[:, :3], transformer.init_cache(model, 2))
+    steps = [logits]
+    for pos in range(3, BLOCK):
+        logits, cache = decode_step(model, params, tokens[:, pos], cache, pos)
+        steps.append(logits[:, None])
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, MODERN], ids=["gpt2", "modern"])
+def test_remat_gives_the_same_params_and_gradients(options):
+    model, remat = tiny(**options), tiny(remat=True, **options)
+    params = init(model, seed=5)
+    assert jax.tree.structure(init(remat, seed=5)) == jax.tree.structure(params)
+    tokens = random_tokens(6)
+
+    def loss(m, p):
+        return jnp.mean(m.apply({"params": p}, tokens, train=True) ** 2)
+
+    g, g_remat = (jax.jit(jax.grad(functools.partial(loss, m)))(params)
+                  for m in (model, remat))
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_remat)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("options,bad", [
+    (dict(position="alibi"), "position='alibi'"),
+    (dict(activation="swish"), "activation='swish'"),
+    (dict(position="rope", width=18, num_heads=2), "even head size"),
+])
+def test_bad_options_are_named(options, bad):
+    with pytest.raises(ValueError, match=bad.replace("(", r"\(")):
+        init(tiny(**options))

@@ -27,6 +27,21 @@ table has no row beyond it. A sampler that wants longer text must slide the
 window itself (crop to the last ``block_size - 1`` tokens and prefill again,
 as nanoGPT's ``generate`` crops the context).
 
+Options beyond GPT-2 (all off by default, so the defaults are nanoGPT's
+model), each from the speedrun literature (Keller Jordan's modded-nanogpt)
+and each measured in docs/transformer.md before a preset turns it on:
+
+* ``position="rope"``: rotary position embeddings (Su et al. 2021) on the
+  queries and keys instead of the learned position table;
+* ``qk_norm=True``: RMS-normalised queries and keys per head, with a learned
+  scale (Dehghani et al. 2023; Wortsman et al. 2023);
+* ``activation="relu2"``: the squared ReLU MLP (So et al. 2021, Primer);
+* ``tie_head=False``: an output head of its own, initialised at zero (so
+  training starts from uniform predictions), instead of ``wte.T``;
+* ``remat=True``: each block's activations recomputed in the backward pass
+  (``flax.linen.remat``) instead of stored: less memory, about a third more
+  compute, the same numbers.
+
 No losses, optimisers or data here.
 """
 
@@ -89,6 +104,31 @@ def gelu(x):
     return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(1.0 / math.sqrt(2.0), x.dtype)))
 
 
+POSITIONS = ("learned", "rope")
+ACTIVATIONS = ("gelu", "relu2")
+# RoPE's base wavelength (Su et al. 2021).
+_ROPE_BASE = 10000.0
+
+
+def rope(x, positions):
+    """Rotary position embedding: ``x`` ``[B, H, S, D]`` (D even) rotated
+    by ``positions`` ``[S]``. Pairs ``(x_i, x_{i + D/2})`` turn by the angle
+    ``position * base**(-2i/D)``, so a query-key product depends on the two
+    positions only through their difference. Angles in float32."""
+    half = x.shape[-1] // 2
+    freqs = _ROPE_BASE ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = positions.astype(jnp.float32)[:, None] * freqs[None]  # [S, D/2]
+    cos = jnp.cos(angles).astype(x.dtype)[None, None]
+    sin = jnp.sin(angles).astype(x.dtype)[None, None]
+    x1, x2 = x[..., :half], x[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
+def relu2(x):
+    """The squared ReLU, ``max(x, 0)**2`` (So et al. 2021)."""
+    return jnp.square(jax.nn.relu(x))
+
+
 def _attend(q, k, v, mask, dropout: nn.Module, train: bool, sow=None):
     """Masked softmax attention; q ``[B,H,S,D]``, k and v ``[B,H,T,D]``,
     mask ``[1,1,S,T]`` (True: may attend) -> ``[B,H,S,D]``. ``sow``, if
@@ -118,6 +158,8 @@ class CausalSelfAttention(nn.Module):
     dropout: float = 0.0
     use_bias: bool = True
     dtype: Dtype = jnp.float32
+    position: str = "learned"
+    qk_norm: bool = False
 
     def setup(self):
         if self.width % self.num_heads:
@@ -129,12 +171,20 @@ class CausalSelfAttention(nn.Module):
                           std=_INIT_STD / math.sqrt(2 * self.num_layers))
         self.attn_dropout = nn.Dropout(self.dropout)
         self.resid_dropout = nn.Dropout(self.dropout)
+        if self.qk_norm:
+            self.q_norm = nn.RMSNorm(epsilon=1e-6, dtype=self.dtype)
+            self.k_norm = nn.RMSNorm(epsilon=1e-6, dtype=self.dtype)
 
-    def _split_heads(self, x, batch: int):
-        """``[B*S, W] -> q, k, v``, each ``[B, H, S, D]``."""
+    def _split_heads(self, x, batch: int, positions):
+        """``[B*S, W] -> q, k, v``, each ``[B, H, S, D]``, with the queries
+        and keys normalised and rotated where the options ask."""
         qkv = self.qkv(x).reshape(batch, -1, 3, self.num_heads,
                                   self.width // self.num_heads)
         q, k, v = jnp.transpose(qkv, (2, 0, 3, 1, 4))  # [3, B, H, S, D]
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.position == "rope":
+            q, k = rope(q, positions), rope(k, positions)
         return q, k, v
 
     def _merge_heads(self, y, train: bool):
@@ -144,8 +194,8 @@ class CausalSelfAttention(nn.Module):
 
     def __call__(self, x, batch: int, *, train: bool):
         """Full causal attention over ``x`` ``[B*T, W]`` -> ``[B*T, W]``."""
-        q, k, v = self._split_heads(x, batch)
-        time = q.shape[2]
+        time = x.shape[0] // batch
+        q, k, v = self._split_heads(x, batch, jnp.arange(time))
         mask = jnp.tril(jnp.ones((time, time), bool))[None, None]
         # Inspect with model.apply(..., mutable=["intermediates"]): the
         # probabilities of every layer, ``[B, H, T, T]``; not stored otherwise.
@@ -160,7 +210,7 @@ class CausalSelfAttention(nn.Module):
         over every cached position up to each query's own. Returns
         ``(y [B*S, W], cache)``.
         """
-        q, k, v = self._split_heads(x, batch)
+        q, k, v = self._split_heads(x, batch, pos + jnp.arange(x.shape[0] // batch))
         start = (self.layer, 0, 0, pos, 0)
         cache = KVCache(
             jax.lax.dynamic_update_slice(cache.k, k[None].astype(cache.k.dtype), start),
@@ -176,18 +226,20 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """``W -> 4W -> W`` with the exact GELU (nanoGPT's ``nn.GELU()``)."""
+    """``W -> 4W -> W`` with the exact GELU (nanoGPT's ``nn.GELU()``) or the
+    squared ReLU (``activation="relu2"``)."""
 
     width: int
     num_layers: int
     dropout: float = 0.0
     use_bias: bool = True
     dtype: Dtype = jnp.float32
+    activation: str = "gelu"
 
     @nn.compact
     def __call__(self, x, *, train: bool):
         h = _dense(4 * self.width, self.use_bias, self.dtype, name="fc")(x)
-        h = gelu(h)
+        h = relu2(h) if self.activation == "relu2" else gelu(h)
         h = _dense(self.width, self.use_bias, self.dtype,
                    std=_INIT_STD / math.sqrt(2 * self.num_layers), name="out")(h)
         return nn.Dropout(self.dropout)(h, deterministic=not train)
@@ -203,17 +255,21 @@ class Block(nn.Module):
     dropout: float = 0.0
     use_bias: bool = True
     dtype: Dtype = jnp.float32
+    position: str = "learned"
+    qk_norm: bool = False
+    activation: str = "gelu"
 
     def setup(self):
         self.ln_1 = _layer_norm(self.use_bias, self.dtype)
         self.attn = CausalSelfAttention(self.num_heads, self.width,
                                         self.num_layers, self.layer,
-                                        self.dropout, self.use_bias, self.dtype)
+                                        self.dropout, self.use_bias, self.dtype,
+                                        self.position, self.qk_norm)
         self.ln_2 = _layer_norm(self.use_bias, self.dtype)
         self.mlp = MLP(self.width, self.num_layers, self.dropout, self.use_bias,
-                       self.dtype)
+                       self.dtype, self.activation)
 
-    def __call__(self, x, batch: int, *, train: bool):
+    def __call__(self, x, batch: int, train: bool):
         x = x + self.attn(self.ln_1(x), batch, train=train)
         return x + self.mlp(self.ln_2(x), train=train)
 
@@ -238,6 +294,12 @@ class GPT(nn.Module):
         nanoGPT's ``train.py`` default: False).
       dtype: the computation dtype; parameters are float32 and the logits are
         returned as float32.
+      position: ``learned`` (a position table, GPT-2) or ``rope``.
+      qk_norm: RMS-normalise queries and keys (learned scales).
+      activation: the MLP's ``gelu`` (GPT-2) or ``relu2``.
+      tie_head: the output head is ``wte.T`` (GPT-2) or, if False, a matrix
+        of its own, initialised at zero.
+      remat: recompute each block's activations in the backward pass.
     """
 
     vocab_size: int
@@ -248,29 +310,54 @@ class GPT(nn.Module):
     dropout: float = 0.0
     use_bias: bool = True
     dtype: Dtype = jnp.float32
+    position: str = "learned"
+    qk_norm: bool = False
+    activation: str = "gelu"
+    tie_head: bool = True
+    remat: bool = False
 
     def setup(self):
+        if self.position not in POSITIONS:
+            raise ValueError(f"position={self.position!r}; valid: {', '.join(POSITIONS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation={self.activation!r}; valid: {', '.join(ACTIVATIONS)}")
+        if self.position == "rope" and (self.width // self.num_heads) % 2:
+            raise ValueError(
+                f"rope needs an even head size; width {self.width} / "
+                f"{self.num_heads} heads = {self.width // self.num_heads}")
         embed_init = nn.initializers.normal(_INIT_STD)
         self.wte = nn.Embed(self.vocab_size, self.width, dtype=self.dtype,
                             embedding_init=embed_init)
-        self.wpe = nn.Embed(self.block_size, self.width, dtype=self.dtype,
-                            embedding_init=embed_init)
+        if self.position == "learned":
+            self.wpe = nn.Embed(self.block_size, self.width, dtype=self.dtype,
+                                embedding_init=embed_init)
+        if not self.tie_head:
+            self.head = nn.Dense(self.vocab_size, use_bias=False, dtype=self.dtype,
+                                 kernel_init=nn.initializers.zeros)
         self.embed_dropout = nn.Dropout(self.dropout)
+        # The training forward pass (__call__) recomputes each block in the
+        # backward pass under remat; cached decoding (extend) is unaffected.
+        block = nn.remat(Block, static_argnums=(2, 3)) if self.remat else Block
         self.blocks = [
-            Block(self.num_heads, self.width, self.num_layers, i, self.dropout,
-                  self.use_bias, self.dtype, name=f"block_{i}")
+            block(self.num_heads, self.width, self.num_layers, i, self.dropout,
+                  self.use_bias, self.dtype, self.position, self.qk_norm,
+                  self.activation, name=f"block_{i}")
             for i in range(self.num_layers)]
         self.ln_f = _layer_norm(self.use_bias, self.dtype)
 
     def _embed(self, tokens, positions, *, train: bool):
         """tokens ``[B, S]``, positions ``[S]`` -> ``[B*S, W]``."""
-        x = self.wte(tokens) + self.wpe(positions)[None]
+        x = self.wte(tokens)
+        if self.position == "learned":
+            x = x + self.wpe(positions)[None]
         x = self.embed_dropout(x, deterministic=not train)
         return x.reshape(-1, self.width)
 
     def _logits(self, x, batch: int):
-        """``[B*S, W]`` -> float32 logits ``[B, S, vocab]`` through the tied head."""
-        logits = self.wte.attend(self.ln_f(x))
+        """``[B*S, W]`` -> float32 logits ``[B, S, vocab]`` through the head."""
+        x = self.ln_f(x)
+        logits = self.wte.attend(x) if self.tie_head else self.head(x)
         return logits.astype(jnp.float32).reshape(batch, -1, self.vocab_size)
 
     def __call__(self, tokens, *, train: bool):
@@ -279,7 +366,7 @@ class GPT(nn.Module):
         batch, time = tokens.shape
         x = self._embed(tokens, jnp.arange(time), train=train)
         for block in self.blocks:
-            x = block(x, batch, train=train)
+            x = block(x, batch, train)
         return self._logits(x, batch)
 
     def extend(self, tokens, cache: KVCache, pos):
@@ -306,7 +393,7 @@ def num_params(params, *, exclude_positions: bool = False) -> int:
     table (nanoGPT's ``get_num_params()`` default). The tied token embedding
     counts once."""
     total = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    if exclude_positions:
+    if exclude_positions and "wpe" in params:
         total -= params["wpe"]["embedding"].size
     return int(total)
 

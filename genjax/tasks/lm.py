@@ -58,6 +58,12 @@ def base_config(data_name: str = "tiny_shakespeare") -> ml_collections.ConfigDic
     m.dropout = 0.2
     m.use_bias = False  # nanoGPT's train.py default
     m.dtype = "float32"  # float32 | bfloat16 (computation; params stay float32)
+    # Beyond GPT-2 (genjax.models.transformer; all off: nanoGPT's model).
+    m.position = "learned"  # learned | rope
+    m.qk_norm = False
+    m.activation = "gelu"  # gelu | relu2
+    m.tie_head = True
+    m.remat = False  # recompute each block in the backward pass
 
     t = config.train
     t.optimizer = "adamw"
@@ -69,6 +75,11 @@ def base_config(data_name: str = "tiny_shakespeare") -> ml_collections.ConfigDic
     t.b2 = 0.99
     t.weight_decay = 0.1
     t.grad_clip_norm = 1.0
+    # train.optimizer="muon": Muon (Jordan et al. 2024) on the blocks' matrices
+    # at this peak rate, decayed by weight_decay; Adam (learning_rate, b1, b2)
+    # on the embeddings, head and norms; both follow the same warmup and decay.
+    t.muon_learning_rate = 0.02
+    t.muon_momentum = 0.95
     # The batch of one optimiser step is split into this many micro-batches,
     # whose gradients are summed in the step (nanoGPT's
     # gradient_accumulation_steps; memory, not the result, changes with it).
@@ -103,18 +114,32 @@ def smoke_preset(config: ml_collections.ConfigDict) -> None:
     config.sample.max_new_tokens = 40
 
 
+OPTIMIZERS = ("adamw", "muon")
+
+
 def decay_mask(params):
     """True for the parameters AdamW decays: every array with >= 2 dimensions
     (dense kernels, embedding tables), never biases or LayerNorm scales."""
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def muon_dims(params):
+    """Muon's share of the parameters (True): every matrix inside a block (the
+    attention and MLP kernels, ``[in, out]``); the embeddings, the head and
+    every vector are Adam's (False)."""
+    def is_muon(path, p):
+        return str(getattr(path[0], "key", "")).startswith("block_") and p.ndim == 2
+    return jax.tree_util.tree_map_with_path(is_muon, params)
+
+
 class LMTask(Task):
     """A GPT (Radford et al. 2019) on a text dataset, trained on next tokens.
 
     Config keys used: ``model.{block_size, num_layers, num_heads, width,
-    dropout, use_bias, dtype}``, ``train.{grad_accum_steps, weight_decay,
-    ...}``, ``eval.{split, num_batches, final_protocol}``,
+    dropout, use_bias, dtype, position, qk_norm, activation, tie_head,
+    remat}``, ``train.{optimizer (adamw | muon), muon_learning_rate,
+    muon_momentum, grad_accum_steps, weight_decay, ...}``,
+    ``eval.{split, num_batches, final_protocol}``,
     ``sample.{prompt, max_new_tokens, temperature, top_k, top_p}``.
     """
 
@@ -129,6 +154,8 @@ class LMTask(Task):
                 "tiny_shakespeare or text_file:PATH)")
         m, t, e, s = config.model, config.train, config.eval, config.sample
         check_choice("model.dtype", m.dtype, tuple(DTYPES))
+        check_choice("model.position", m.position, transformer.POSITIONS)
+        check_choice("model.activation", m.activation, transformer.ACTIVATIONS)
         check_choice("eval.final_protocol", e.final_protocol, FINAL_PROTOCOLS)
         for key, value in (("model.block_size", m.block_size),
                            ("model.num_layers", m.num_layers),
@@ -157,7 +184,9 @@ class LMTask(Task):
         self.model = transformer.GPT(
             vocab_size=int(dataset_info.num_classes), block_size=m.block_size,
             num_layers=m.num_layers, num_heads=m.num_heads, width=m.width,
-            dropout=m.dropout, use_bias=m.use_bias, dtype=DTYPES[m.dtype])
+            dropout=m.dropout, use_bias=m.use_bias, dtype=DTYPES[m.dtype],
+            position=m.position, qk_norm=m.qk_norm, activation=m.activation,
+            tie_head=m.tie_head, remat=m.remat)
 
     # ------------------------------------------------------------------
     # Data: windows instead of examples.
@@ -199,11 +228,8 @@ class LMTask(Task):
 
     def make_optimizer(self):
         t = self.config.train
-        if t.optimizer != "adamw":
-            raise ConfigError(
-                f"train.optimizer={t.optimizer!r}; the language-model task uses "
-                "adamw (decay on matrices only)")
-        return build_optimizer(t, decay_mask=decay_mask)
+        check_choice("train.optimizer", t.optimizer, OPTIMIZERS)
+        return build_optimizer(t, decay_mask=decay_mask, muon_dims=muon_dims)
 
     def make_update(self, optimizer):
         return step_lib.gradient_update(

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from genjax.train import muon as muon_lib
+
 from genjax.config import ConfigError
 
 
@@ -74,13 +76,36 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
         [optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
-def build_optimizer(cfg: ml_collections.ConfigDict, decay_mask=None):
+# Muon's defaults where a config does not name them (Jordan et al. 2024).
+MUON_LEARNING_RATE = 0.02
+MUON_MOMENTUM = 0.95
+
+
+def build_optimizer(cfg: ml_collections.ConfigDict, decay_mask=None, muon_dims=None):
     """Returns ``(optimizer, schedule)`` from the ``config.train`` block.
 
     ``decay_mask`` (adamw): a function of the params giving a pytree of bools,
     True where weight decay applies; None decays every parameter.
+
+    ``muon``: Muon (Jordan et al. 2024; ``genjax.train.muon``) on the
+    matrices ``muon_dims`` picks (a function of the params giving True or
+    False per leaf; None: every 2-D parameter),
+    decayed by ``weight_decay``, at ``train.muon_learning_rate`` with
+    ``train.muon_momentum``; Adam on the rest at ``learning_rate``, without
+    decay. Both rates follow the one schedule's shape; the returned schedule
+    is Adam's.
     """
     schedule = learning_rate_schedule(cfg)
+    if cfg.optimizer == "muon":
+        scale = cfg.get("muon_learning_rate", MUON_LEARNING_RATE) / cfg.learning_rate
+        opt = muon_lib.muon(
+            lambda step: schedule(step) * scale, schedule,
+            muon_dims or muon_lib.matrices,
+            beta=cfg.get("muon_momentum", MUON_MOMENTUM),
+            weight_decay=cfg.weight_decay, adam_b1=cfg.b1, adam_b2=cfg.b2)
+        if cfg.grad_clip_norm > 0:
+            opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
+        return opt, schedule
     if cfg.optimizer == "adam":
         opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2)
     elif cfg.optimizer == "adamw":
@@ -92,7 +117,7 @@ def build_optimizer(cfg: ml_collections.ConfigDict, decay_mask=None):
         opt = optax.sgd(schedule, momentum=cfg.b1)
     else:
         raise ConfigError(
-            f"train.optimizer={cfg.optimizer!r}; valid: adam, adamw, adagrad, sgd")
+            f"train.optimizer={cfg.optimizer!r}; valid: adam, adamw, adagrad, sgd, muon")
     if cfg.grad_clip_norm > 0:
         opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
     return opt, schedule
