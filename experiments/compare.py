@@ -502,11 +502,12 @@ USAGE = ("usage: python -m experiments.compare --dataset=NAME[:DIR] --workdir=DI
 
 
 def parse_flags(argv: list[str], known: set[str], required: tuple[str, ...], usage: str,
-                error=None, *, ints=(), int_lists=(), float_lists=(), name_lists=()
-                ) -> dict:
+                error=None, *, ints=(), int_lists=(), float_lists=(), name_lists=(),
+                bools=()) -> dict:
     """A study's ``--key=value`` flags -> a dict (``preset`` defaults to
-    ``cpu``), the values of ``ints`` as integers and of the ``*_lists`` as
-    tuples split at commas; a one-line ``error`` (CompareError) otherwise."""
+    ``cpu``), the values of ``ints`` as integers, of ``bools`` as booleans
+    (``true`` or ``false``) and of the ``*_lists`` as tuples split at commas;
+    a one-line ``error`` (CompareError) otherwise."""
     error = error or CompareError
     args = {"preset": "cpu"}
     for arg in argv:
@@ -532,6 +533,10 @@ def parse_flags(argv: list[str], known: set[str], required: tuple[str, ...], usa
     for key in name_lists:
         if key in args:
             args[key] = tuple(v for v in args[key].split(",") if v)
+    for key in (k for k in bools if k in args):
+        if args[key].lower() not in ("true", "false"):
+            raise error(f"--{key}={args[key]!r}: expected true or false")
+        args[key] = args[key].lower() == "true"
     return args
 
 

@@ -149,7 +149,7 @@ def reference_greedy(model, params, prompt: np.ndarray, n: int) -> np.ndarray:
     return np.asarray([row[plen:] for row in buf])
 
 
-@pytest.mark.parametrize("plen,n", [(3, 4), (3, 30), (1, 25), (12, 20)])
+@pytest.mark.parametrize("plen,n", [(3, 4), (3, 30), (1, 25), (12, 20), (3, 1), (1, 18)])
 def test_cached_greedy_generation_equals_recomputing(plen, n):
     model, params = tiny_model()
     prompt = np.asarray(jax.random.randint(jax.random.key(plen), (2, plen), 0, VOCAB))
@@ -218,6 +218,38 @@ def test_weight_decay_only_on_matrices():
     assert config.train.weight_decay == 0.1
 
 
+def test_muon_takes_the_blocks_matrices_and_adam_the_rest():
+    model = transformer.GPT(vocab_size=VOCAB, block_size=BLOCK, num_layers=2,
+                            num_heads=2, width=8, use_bias=True, tie_head=False)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32),
+                        train=False)["params"]
+    dims = {jax.tree_util.keystr(k): v for k, v in
+            jax.tree_util.tree_flatten_with_path(lm.muon_dims(params))[0]}
+    muon = sorted(k for k, v in dims.items() if v)
+    assert muon == sorted(
+        f"['block_{i}']['{m}']['{d}']['kernel']"
+        for i in range(2) for m, d in (("attn", "qkv"), ("attn", "out"),
+                                       ("mlp", "fc"), ("mlp", "out")))
+    assert not dims["['wte']['embedding']"] and not dims["['head']['kernel']"]
+    # One step from a random gradient: Muon's update of a block matrix is
+    # orthogonalised (its singular values nearly equal), Adam's of the
+    # embedding is not; both schedules share the warmup.
+    config = gpt_shakespeare_char.get_config("smoke")
+    config.train.optimizer = "muon"
+    config.train.warmup_steps = 0
+    config.train.grad_clip_norm = 0.0
+    opt, schedule = lm.build_optimizer(config.train, decay_mask=lm.decay_mask,
+                                       muon_dims=lm.muon_dims)
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape),
+                         params)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    s = np.linalg.svd(np.asarray(updates["block_0"]["mlp"]["fc"]["kernel"]), compute_uv=False)
+    assert s.min() / s.max() > 0.5
+    s = np.linalg.svd(np.asarray(updates["wte"]["embedding"]), compute_uv=False)
+    assert s.min() / s.max() < 0.3
+    assert float(schedule(0)) == pytest.approx(config.train.learning_rate)
+
+
 # --------------------------------------------------------------------------
 # End to end on Tiny Shakespeare.
 
@@ -268,6 +300,37 @@ def test_training_run_outputs(lm_run):
         run.checkpointer.close()
     assert step == 20
     assert text_lib.tokenizer_from_state(data_state) == run.dataset.tokenizer
+
+
+@needs_shakespeare
+@pytest.mark.parametrize("overrides,rtol", [
+    # Recomputing each block in the backward pass: the same numbers.
+    ({"model.remat": True}, 1e-5),
+    # bf16 compute, float32 parameters and optimiser state: close.
+    ({"model.dtype": "bfloat16"}, 2e-2),
+], ids=["remat", "bf16"])
+def test_remat_and_mixed_precision_train_alike(lm_run, tmp_path, overrides, rtol):
+    _, reference = lm_run
+    metrics = loop.train_and_evaluate(lm_config(**overrides), str(tmp_path / "wd"),
+                                      MAKE_TASK)
+    np.testing.assert_allclose(metrics["eval/loss"], reference["eval/loss"], rtol=rtol)
+    if "model.dtype" in overrides:
+        run = loop.build(lm_config(**overrides), str(tmp_path / "wd"), MAKE_TASK)
+        try:
+            _, state, _, _ = run.checkpointer.restore_latest(run.abstract_state)
+        finally:
+            run.checkpointer.close()
+        assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+        assert {x.dtype for x in jax.tree.leaves(state.opt_state)
+                if hasattr(x, "dtype") and x.ndim} == {jnp.dtype(jnp.float32)}
+
+
+@needs_shakespeare
+def test_muon_recipe_trains(tmp_path):
+    config = lm_config(**{"train.optimizer": "muon", "model.position": "rope",
+                          "model.qk_norm": True, "model.activation": "relu2"})
+    metrics = loop.train_and_evaluate(config, str(tmp_path / "wd"), MAKE_TASK)
+    assert metrics["eval/loss"] < math.log(65) - 0.3
 
 
 @needs_shakespeare
@@ -341,6 +404,9 @@ def test_prompt_outside_the_vocabulary_is_one_line(lm_run, tmp_path, capsys):
     (["--config.sample.top_p=0"], ["top_p=0.0"]),
     (["--config.model.dtype=float16"], ["model.dtype='float16'"]),
     (["--config.eval.final_protocol=some"], ["eval.final_protocol='some'"]),
+    (["--config.train.optimizer=lion"], ["train.optimizer='lion'", "muon"]),
+    (["--config.model.position=alibi"], ["model.position='alibi'", "rope"]),
+    (["--config.model.activation=swiglu"], ["model.activation='swiglu'", "relu2"]),
 ])
 def test_config_mistakes_are_one_line(tmp_path, capsys, argv, must):
     workdir = tmp_path / "wd"

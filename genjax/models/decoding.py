@@ -104,11 +104,12 @@ def generate(model: transformer.GPT, params, prompt: jax.Array, rng: jax.Array, 
     batch, plen = prompt.shape
     keep = max(block // 2, 1)
     first_ctx = min(plen, block)
-    first_len = 1 + block - first_ctx  # tokens the first segment yields
-    later_len = 1 + block - keep       # tokens each later segment yields
-    num_later = max(0, -(-(max_new_tokens - first_len) // later_len))
-    total = first_len + num_later * later_len
-    buf = jnp.zeros((batch, plen + total), jnp.int32)
+    # Tokens the first segment yields (prefill + decodes while the cache has
+    # room), then each later one; the last later segment may be shorter.
+    first_len = min(1 + block - first_ctx, max_new_tokens)
+    later_len = 1 + block - keep
+    num_full, last_len = divmod(max_new_tokens - first_len, later_len)
+    buf = jnp.zeros((batch, plen + max_new_tokens), jnp.int32)
     buf = buf.at[:, :plen].set(prompt.astype(jnp.int32))
 
     def draw(logits, index):
@@ -131,19 +132,23 @@ def generate(model: transformer.GPT, params, prompt: jax.Array, rng: jax.Array, 
             buf = jax.lax.dynamic_update_slice(buf, token[:, None], (0, start + 1 + i))
             return buf, cache, token
 
-        buf, cache, _ = jax.lax.fori_loop(0, num_decode, body, (buf, cache, token))
+        if num_decode:
+            buf, cache, _ = jax.lax.fori_loop(0, num_decode, body, (buf, cache, token))
         return buf, cache
+
+    def later(start, carry, length):
+        buf, cache = carry
+        context = jax.lax.dynamic_slice(buf, (0, start - keep), (batch, keep))
+        return segment(buf, cache, context, start, length - 1)
 
     cache = transformer.init_cache(model, batch)
     buf, cache = segment(buf, cache, prompt[:, plen - first_ctx:].astype(jnp.int32),
                          plen, first_len - 1)
-
-    def later(j, carry):
-        buf, cache = carry
-        start = plen + first_len + j * later_len
-        context = jax.lax.dynamic_slice(buf, (0, start - keep), (batch, keep))
-        return segment(buf, cache, context, start, later_len - 1)
-
-    if num_later:
-        buf, cache = jax.lax.fori_loop(0, num_later, later, (buf, cache))
-    return buf[:, plen:plen + max_new_tokens]
+    if num_full:
+        buf, cache = jax.lax.fori_loop(
+            0, num_full, lambda j, carry: later(plen + first_len + j * later_len,
+                                                carry, later_len), (buf, cache))
+    if last_len:
+        buf, cache = later(plen + first_len + num_full * later_len, (buf, cache),
+                           last_len)
+    return buf[:, plen:]

@@ -18,10 +18,17 @@ Prints the median, p10 and p90 of ``--steps`` iterations after 30 untimed.
 iterations, warmup 100, cosine from 1e-3 to 1e-4) and scores the validation
 text (the last 10%) as ``gpt_shakespeare_char`` does, once per character in
 consecutive windows of 64: the same-machine reference for its validation loss.
+With ``--curve=PATH`` (and ``--every=N``, default 100) it also copies the
+parameters every N iterations and at the last, with the wall time since the
+clock started (before the model is built), scores every copy the same way
+after training, off the clock, and writes ``{"points": [{"step", "seconds",
+"loss"}, ...], ...}`` as JSON to PATH: the PyTorch curve of
+``python -m experiments.time_to_loss``.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 import time
@@ -33,20 +40,82 @@ DEFAULT_TEXT = (pathlib.Path(__file__).resolve().parents[2].parent
                 / "shared" / "data" / "tiny_shakespeare" / "input.txt")
 
 
+def nanogpt(torch, vocab: int, layers: int, heads: int, width: int, block: int):
+    """nanoGPT's ``GPT`` (``model.py``) without biases: learned positions,
+    pre-LayerNorm blocks of causal attention (``F.scaled_dot_product_attention``)
+    and an exact-GELU MLP, a head tied to the token embedding. ``model(idx,
+    targets)`` is the mean cross-entropy; ``model(idx)`` the logits of the
+    last position (nanoGPT's inference path, ``[B, 1, vocab]``);
+    ``model(idx, all_positions=True)`` every position's."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(width, bias=False)
+            self.qkv = nn.Linear(width, 3 * width, bias=False)
+            self.proj = nn.Linear(width, width, bias=False)
+            self.ln_2 = nn.LayerNorm(width, bias=False)
+            self.fc = nn.Linear(width, 4 * width, bias=False)
+            self.out = nn.Linear(4 * width, width, bias=False)
+
+        def forward(self, x):
+            b, t, c = x.shape
+            q, k, v = [z.view(b, t, heads, c // heads).transpose(1, 2)
+                       for z in self.qkv(self.ln_1(x)).split(width, dim=2)]
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.proj(y.transpose(1, 2).contiguous().view(b, t, c))
+            return x + self.out(F.gelu(self.fc(self.ln_2(x))))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(vocab, width)
+            self.wpe = nn.Embedding(block, width)
+            self.blocks = nn.ModuleList(Block() for _ in range(layers))
+            self.ln_f = nn.LayerNorm(width, bias=False)
+            self.head = nn.Linear(width, vocab, bias=False)
+            self.wte.weight = self.head.weight  # tied
+
+        def forward(self, idx, targets=None, all_positions=False):
+            h = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            for blk in self.blocks:
+                h = blk(h)
+            h = self.ln_f(h)
+            if targets is None and not all_positions:
+                h = h[:, [-1], :]
+            logits = self.head(h)
+            if targets is None:
+                return logits
+            return F.cross_entropy(logits.view(-1, vocab), targets.view(-1))
+
+    return GPT()
+
+
 def main(argv: list[str]) -> int:
     try:
         import torch  # pylint: disable=import-outside-toplevel
-        import torch.nn as nn  # pylint: disable=import-outside-toplevel
-        import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
     except ImportError:
         print("error: torch is not installed; pip install torch (a CPU wheel is enough)",
               file=sys.stderr)
         return 2
     flags = dict(a[2:].partition("=")[::2] for a in argv if a.startswith("--"))
-    unknown = set(flags) - {"compile", "steps", "text", "train", "seed"}
+    unknown = set(flags) - {"compile", "steps", "text", "train", "seed", "curve", "every"}
     if unknown or any(not a.startswith("--") for a in argv):
         print(f"error: unknown arguments {sorted(unknown) or argv}; valid: "
-              "--compile, --steps=N, --text=PATH, --train, --seed=S", file=sys.stderr)
+              "--compile, --steps=N, --text=PATH, --train, --seed=S, --curve=PATH, "
+              "--every=N", file=sys.stderr)
+        return 2
+    if "curve" in flags and "train" not in flags:
+        print("error: --curve needs --train (it records the training run's curve)",
+              file=sys.stderr)
+        return 2
+    try:
+        every = int(flags.get("every") or 100)
+        if every < 1:
+            raise ValueError
+    except ValueError:
+        print(f"error: --every={flags['every']}: expected a positive int", file=sys.stderr)
         return 2
     path = pathlib.Path(flags.get("text") or DEFAULT_TEXT)
     if not path.is_file():
@@ -56,6 +125,7 @@ def main(argv: list[str]) -> int:
     steps = int(flags.get("steps") or 100)
 
     torch.manual_seed(int(flags.get("seed") or 0))
+    clock = time.perf_counter()  # --curve: from before the model is built
     text = path.read_text(encoding="utf-8")
     chars = sorted(set(text))
     ids = {c: i for i, c in enumerate(chars)}
@@ -63,42 +133,7 @@ def main(argv: list[str]) -> int:
     data = np.array([ids[c] for c in text[:int(len(text) * 0.9)]], np.int64)
     val = np.array([ids[c] for c in text[int(len(text) * 0.9):]], np.int64)
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1 = nn.LayerNorm(WIDTH, bias=False)
-            self.qkv = nn.Linear(WIDTH, 3 * WIDTH, bias=False)
-            self.proj = nn.Linear(WIDTH, WIDTH, bias=False)
-            self.ln_2 = nn.LayerNorm(WIDTH, bias=False)
-            self.fc = nn.Linear(WIDTH, 4 * WIDTH, bias=False)
-            self.out = nn.Linear(4 * WIDTH, WIDTH, bias=False)
-
-        def forward(self, x):
-            b, t, c = x.shape
-            heads = [z.view(b, t, HEADS, c // HEADS).transpose(1, 2)
-                     for z in self.qkv(self.ln_1(x)).split(WIDTH, dim=2)]
-            y = F.scaled_dot_product_attention(*heads, is_causal=True)
-            x = x + self.proj(y.transpose(1, 2).contiguous().view(b, t, c))
-            return x + self.out(F.gelu(self.fc(self.ln_2(x))))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte = nn.Embedding(vocab, WIDTH)
-            self.wpe = nn.Embedding(BLOCK, WIDTH)
-            self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
-            self.ln_f = nn.LayerNorm(WIDTH, bias=False)
-            self.head = nn.Linear(WIDTH, vocab, bias=False)
-            self.wte.weight = self.head.weight  # tied
-
-        def forward(self, x, y):
-            h = self.wte(x) + self.wpe(torch.arange(x.shape[1]))
-            for block in self.blocks:
-                h = block(h)
-            logits = self.head(self.ln_f(h))
-            return F.cross_entropy(logits.view(-1, vocab), y.view(-1))
-
-    model = GPT()
+    model = nanogpt(torch, vocab, LAYERS, HEADS, WIDTH, BLOCK)
     # GPT-2 initialisation, as nanoGPT's _init_weights: N(0, 0.02), and the
     # two projections into the residual stream scaled by 1/sqrt(2 * layers).
     for name, p in model.named_parameters():
@@ -118,7 +153,8 @@ def main(argv: list[str]) -> int:
         return x, y
 
     if "train" in flags:
-        return _train(torch, model, optimizer, params, get_batch, val)
+        return _train(torch, model, optimizer, params, get_batch, val,
+                      curve=flags.get("curve"), every=every, clock=clock)
 
     times = []
     for _ in range(30 + steps):
@@ -138,12 +174,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _train(torch, model, optimizer, params, get_batch, val) -> int:
-    """nanoGPT's cpu run, then the validation loss over the whole text."""
+def _train(torch, model, optimizer, params, get_batch, val, *, curve=None,
+           every: int = 100, clock: float | None = None) -> int:
+    """nanoGPT's cpu run, then the validation loss over the whole text (and,
+    with ``curve``, at every ``every`` iterations: see the module docstring)."""
+    import copy  # pylint: disable=import-outside-toplevel
     import math  # pylint: disable=import-outside-toplevel
 
     iters, warmup, lr, min_lr = 2000, 100, 1e-3, 1e-4
+    clock = time.perf_counter() if clock is None else clock
     t0 = time.perf_counter()
+    snapshots = []
     for it in range(iters):
         if it < warmup:
             rate = lr * (it + 1) / (warmup + 1)
@@ -157,19 +198,38 @@ def _train(torch, model, optimizer, params, get_batch, val) -> int:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if curve and ((it + 1) % every == 0 or it + 1 == iters):
+            snapshots.append((it + 1, time.perf_counter() - clock,
+                              copy.deepcopy(model.state_dict())))
     seconds = time.perf_counter() - t0
-    model.eval()
     windows = (len(val) - 1) // BLOCK
-    total = 0.0
-    with torch.no_grad():
-        for first in range(0, windows, 64):
-            starts = range(first * BLOCK, min(first + 64, windows) * BLOCK, BLOCK)
-            x = torch.stack([torch.from_numpy(val[i:i + BLOCK]) for i in starts])
-            y = torch.stack([torch.from_numpy(val[i + 1:i + 1 + BLOCK]) for i in starts])
-            total += model(x, y).item() * len(starts)
+
+    def validation_loss() -> float:
+        model.eval()
+        total = 0.0
+        with torch.no_grad():
+            for first in range(0, windows, 64):
+                starts = range(first * BLOCK, min(first + 64, windows) * BLOCK, BLOCK)
+                x = torch.stack([torch.from_numpy(val[i:i + BLOCK]) for i in starts])
+                y = torch.stack([torch.from_numpy(val[i + 1:i + 1 + BLOCK]) for i in starts])
+                total += model(x, y).item() * len(starts)
+        model.train()
+        return total / windows
+
+    final = validation_loss()
     print(f"torch {torch.__version__}: {iters} iterations in {seconds:.0f} s; "
-          f"validation loss {total / windows:.4f} nats/char over {windows} windows "
+          f"validation loss {final:.4f} nats/char over {windows} windows "
           f"of {BLOCK}; last training loss {loss.item():.4f}")
+    if curve:
+        points = []
+        for step, wall, state in snapshots:
+            model.load_state_dict(state)
+            points.append({"step": step, "seconds": wall, "loss": validation_loss()})
+        pathlib.Path(curve).write_text(json.dumps({
+            "recipe": "pytorch", "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "train_seconds": seconds,
+            "points": points}, indent=1))
+        print(f"wrote {curve}: {len(points)} points")
     return 0
 
 
