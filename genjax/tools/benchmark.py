@@ -267,12 +267,13 @@ def _time_train_step(run, steps: int, warmup: int,
             "profile": profile}
 
 
-def _time_samplers(run, num_samples: int) -> dict[str, float]:
+def _time_samplers(run, num_samples: int) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds each of the task's samplers (``sample_quality_samplers(final
     =True)``: e.g. DDIM and, listed in ``eval.compare_samplers``, DDPM) takes
     for ``num_samples`` samples from the initial parameters (the cost of
     sampling does not depend on their values), compiled ahead, one timed
-    call each after an untimed one."""
+    call each after an untimed one; and the network evaluations per sample
+    of each sampler that reports them (``{"nfe": ...}`` beside its samples)."""
     import jax  # pylint: disable=import-outside-toplevel
     from genjax.train import evaluation  # pylint: disable=import-outside-toplevel
     from genjax.train import step as step_lib  # pylint: disable=import-outside-toplevel
@@ -280,16 +281,19 @@ def _time_samplers(run, num_samples: int) -> dict[str, float]:
     params = run.task.inference_params(run.init_state_fn(),
                                        run.config.eval.use_ema)
     key = step_lib.root_key(run.config.seed, "sample")
-    seconds = {}
+    seconds, nfe = {}, {}
     for name, sample_fn in run.task.sample_quality_samplers(True).items():
         fn = evaluation.compiled_sampler(run, params, name, sample_fn, num_samples,
                                          key)
-        jax.block_until_ready(fn(params, key))
+        out = jax.block_until_ready(fn(params, key))
         t0 = time.perf_counter()
         jax.block_until_ready(fn(params, jax.random.fold_in(key, 1)))
-        seconds[name or run.config.sample.get("sampler", "sample_fn")] = (
-            time.perf_counter() - t0)
-    return seconds
+        label = name or run.config.sample.get("sampler", "sample_fn")
+        seconds[label] = time.perf_counter() - t0
+        if (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)
+                and "nfe" in out[1]):
+            nfe[label] = float(np.mean(np.asarray(out[1]["nfe"])))
+    return seconds, nfe
 
 
 def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
@@ -316,7 +320,7 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
     run = run_lib.build(config, os.path.join(tempfile.gettempdir(),
                                              "genjax_benchmark_unused"), make_task)
     m = _time_train_step(run, steps, warmup, profile_dir)
-    sampler_seconds = _time_samplers(run, sampling) if sampling else None
+    sampler_seconds, sampler_nfe = _time_samplers(run, sampling) if sampling else (None, None)
 
     peak = measure_matmul_peak(run.mesh, peak_size)
     step_times, (t0, t1, t2) = m["step_times"], m["compile"]
@@ -364,7 +368,10 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
         "final_train_metrics": m["final_metrics"],
         "sampling_num_samples": sampling,
         "sampling_seconds": sampler_seconds,
+        "sampling_nfe": sampler_nfe,
         "profile": m["profile"],
+        # This process's peak resident memory so far (Linux: ru_maxrss, KiB).
+        "peak_host_memory_bytes": _peak_rss_bytes(),
     }
 
 
@@ -426,11 +433,15 @@ def format_report(r: dict[str, Any]) -> str:
         f"best of {pk['runs']})")
     mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
     lines.append(f"  MFU         {mfu}")
+    if r.get("peak_host_memory_bytes"):
+        lines.append(f"  memory      {r['peak_host_memory_bytes'] / 2**30:.2f} GiB "
+                     "peak resident (this process)")
     if r.get("sampling_seconds"):
-        times = r["sampling_seconds"]
+        times, nfe = r["sampling_seconds"], r.get("sampling_nfe") or {}
         first = next(iter(times.values()))
         lines.append("  sampling    " + "; ".join(
-            f"{name} {sec:.2f} s ({sec / first:.1f}x)"
+            f"{name} {sec:.2f} s ({sec / first:.1f}x"
+            + (f", NFE {nfe[name]:g}" if name in nfe else "") + ")"
             for name, sec in times.items())
             + f" for {r['sampling_num_samples']} samples")
     prof = r.get("profile")
@@ -463,6 +474,17 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 NOISY_LOGGERS = ("absl", "orbax", "jax._src", "genjax")
+
+
+def _peak_rss_bytes() -> int | None:
+    """The peak resident set size of this process (None where unknown)."""
+    try:
+        import resource  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB; macOS bytes.
+    return int(kib if sys.platform == "darwin" else kib * 1024)
 
 
 def _host_load() -> float | None:
