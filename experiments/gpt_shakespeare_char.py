@@ -83,6 +83,8 @@ def change_lever(config, preset: str, lever: str, *, pull: bool):
         section, name = key.split(".")
         config[section][name] = value
     return config
+
+
 # The offline default for data.manual_dir: the shared data directory beside
 # the repository, when it is there (no copy is made; pass another with
 # --config.data.manual_dir).

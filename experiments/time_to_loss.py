@@ -147,24 +147,23 @@ def summarize(curves: dict[str, dict], target: float) -> list[dict]:
     whole wall time), the loss reached within PyTorch's wall time."""
     # PyTorch's recipe: its whole wall time is the yardstick.
     budget = curves["pytorch"]["points"][-1]["seconds"] if "pytorch" in curves else None
-    reference = budget
     rows = []
     for name, curve in curves.items():
         points = curve["points"]
         hit = next((p for p in points if p["loss"] <= target), None)
         within = ([p for p in points if p["seconds"] <= budget] if budget else [])
-        row = {"recipe": name, "steps": points[-1]["step"],
-               "seconds": round(points[-1]["seconds"], 2),
-               "final_loss": round(points[-1]["loss"], 4),
-               "seconds_to_target": None if hit is None else round(hit["seconds"], 2),
-               "step_at_target": None if hit is None else hit["step"],
-               "loss_within_pytorch_time": (round(min(p["loss"] for p in within), 4)
-                                            if within else None)}
-        rows.append(row)
-    for row in rows:
-        row["time_ratio_to_pytorch"] = (
-            round(row["seconds_to_target"] / reference, 3)
-            if reference and row["seconds_to_target"] is not None else None)
+        seconds_to_target = None if hit is None else round(hit["seconds"], 2)
+        rows.append({
+            "recipe": name, "steps": points[-1]["step"],
+            "seconds": round(points[-1]["seconds"], 2),
+            "final_loss": round(points[-1]["loss"], 4),
+            "seconds_to_target": seconds_to_target,
+            "step_at_target": None if hit is None else hit["step"],
+            "loss_within_pytorch_time": (round(min(p["loss"] for p in within), 4)
+                                         if within else None),
+            "time_ratio_to_pytorch": (round(seconds_to_target / budget, 3)
+                                      if budget and seconds_to_target is not None
+                                      else None)})
     return rows
 
 

@@ -39,8 +39,8 @@ and each measured in docs/transformer.md before a preset turns it on:
 * ``tie_head=False``: an output head of its own, initialised at zero (so
   training starts from uniform predictions), instead of ``wte.T``;
 * ``remat=True``: each block's activations recomputed in the backward pass
-  (``flax.linen.remat``) instead of stored: less memory, about a third more
-  compute, the same numbers.
+  (``flax.linen.remat``) instead of stored: less memory for one more forward
+  pass of each block, the same numbers.
 
 No losses, optimisers or data here.
 """

@@ -38,7 +38,7 @@ from genjax.models import decoding, transformer
 from genjax.objectives import next_token
 from genjax.tasks.base import Task
 from genjax.train import step as step_lib
-from genjax.train.state import build_optimizer
+from genjax.train.state import MUON_LEARNING_RATE, MUON_MOMENTUM, build_optimizer
 
 FINAL_PROTOCOLS = ("full", "random")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -78,8 +78,8 @@ def base_config(data_name: str = "tiny_shakespeare") -> ml_collections.ConfigDic
     # train.optimizer="muon": Muon (Jordan et al. 2024) on the blocks' matrices
     # at this peak rate, decayed by weight_decay; Adam (learning_rate, b1, b2)
     # on the embeddings, head and norms; both follow the same warmup and decay.
-    t.muon_learning_rate = 0.02
-    t.muon_momentum = 0.95
+    t.muon_learning_rate = MUON_LEARNING_RATE
+    t.muon_momentum = MUON_MOMENTUM
     # The batch of one optimiser step is split into this many micro-batches,
     # whose gradients are summed in the step (nanoGPT's
     # gradient_accumulation_steps; memory, not the result, changes with it).

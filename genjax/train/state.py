@@ -103,10 +103,7 @@ def build_optimizer(cfg: ml_collections.ConfigDict, decay_mask=None, muon_dims=N
             muon_dims or muon_lib.matrices,
             beta=cfg.get("muon_momentum", MUON_MOMENTUM),
             weight_decay=cfg.weight_decay, adam_b1=cfg.b1, adam_b2=cfg.b2)
-        if cfg.grad_clip_norm > 0:
-            opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
-        return opt, schedule
-    if cfg.optimizer == "adam":
+    elif cfg.optimizer == "adam":
         opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2)
     elif cfg.optimizer == "adamw":
         opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2,
