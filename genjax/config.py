@@ -94,6 +94,9 @@ def base_config(*, data_name: str) -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 500
     config.eval.use_ema = False
+    # The main evaluation pass covers the whole test split (0), or its first
+    # this many examples: a quick check of a large split, never a result.
+    config.eval.num_examples = 0
 
     config.sample = ml_collections.ConfigDict()
     config.sample.num_samples = 64

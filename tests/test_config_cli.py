@@ -67,6 +67,8 @@ USAGE_ERRORS = {
                          ["'resnet'", "mlp", "conv"]),
     "negative_cpu_devices": (["--config.cpu_devices=-1"],
                              ["cpu_devices=-1", "positive number"]),
+    "negative_eval_num_examples": (["--config.eval.num_examples=-1"],
+                                   ["eval.num_examples=-1", "whole test split"]),
 }
 
 

@@ -32,10 +32,12 @@ from conftest import run_python
 # vae_digits' VAETask and MLP on 28x28 images (test_train); realnvp_mnist is
 # the MultiScaleFlow and FlowTask that glow_mnist trains here, with affine
 # couplings in place of Glow's; pixelcnn_mnist_8bit is the gated PixelCNN
-# that pixelcnn_mnist trains here, with a 256-way head.
+# that pixelcnn_mnist trains here, with a 256-way head; flow_matching_mnist
+# is the score SDE's task (FlowMatchingTask extends the ScoreSDETask that
+# score_toy2d trains here) on the ddpm U-Net.
 COVERED = ("ddpm_mnist", "ddpm_cifar10", "dcgan_mnist", "gpt_shakespeare_char",
            "vae_digits", "score_sde_mnist", "ddgan_mnist", "vae_mnist", "realnvp_mnist",
-           "pixelcnn_mnist_8bit")
+           "pixelcnn_mnist_8bit", "flow_matching_mnist")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,10 @@ def matrix(shared_data_dir, tmp_path_factory):
          # the whole test split again), and evaluating twice is tested by
          # each family's own smoke run.
          "--config.train.eval_every=1000",
+         # The first 200 test examples: 8 devices evaluate them with padding
+         # and masks as they would the whole split, which the families'
+         # own tests evaluate (on MNIST, 10,000 images a run).
+         "--config.eval.num_examples=200",
          # The probability-flow likelihood on several devices is tested by
          # test_eval_exact.py (score_toy2d on 1 to 8 devices).
          "--config.eval.likelihood_num_examples=0"],

@@ -8,6 +8,7 @@ batch moves a metric.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import chex
@@ -50,6 +51,35 @@ def test_eval_metrics_depend_on_the_seed(short_run):
     reference = _final_eval(workdir, 120)
     assert other["eval/neg_elbo"] != pytest.approx(reference["eval/neg_elbo"],
                                                    rel=1e-7)
+
+
+def test_eval_num_examples_evaluates_the_first_examples_of_the_split(short_run):
+    """``eval.num_examples=N`` is the whole-split evaluation of a test split
+    cut to its first N examples (same keys, any eval batch)."""
+    workdir, _ = short_run
+    limited = _final_eval_with(workdir, **{"eval.num_examples": 100, "eval.batch_size": 7})
+    config = short_config(**{"eval.batch_size": 100})
+    run, _, params = modes.restore_for_inference(config, str(workdir), MAKE_TASK)
+    try:
+        dataset = run.dataset
+        test = {k: v[:100] for k, v in dataset.splits["test"].items()}
+        run = dataclasses.replace(run, dataset=dataclasses.replace(
+            dataset, splits=dict(dataset.splits, test=test)))
+        reference = evaluation.run_eval(run, params, final=True)
+    finally:
+        run.checkpointer.close()
+    chex.assert_trees_all_close(limited, reference, rtol=1e-5, atol=1e-5)
+    whole = _final_eval(workdir, 120)
+    assert limited["eval/neg_elbo"] != pytest.approx(whole["eval/neg_elbo"], rel=1e-7)
+
+
+def _final_eval_with(workdir, **overrides) -> dict:
+    config = short_config(**overrides)
+    run, _, params = modes.restore_for_inference(config, str(workdir), MAKE_TASK)
+    try:
+        return evaluation.run_eval(run, params, final=True)
+    finally:
+        run.checkpointer.close()
 
 
 _DEVICE_COUNTS = (1, 2, 3, 4, 8)

@@ -162,9 +162,14 @@ class Task(abc.ABC):
             process_index=process_index, process_count=process_count)
 
     def eval_batches(self, dataset, batch_size: int, *, final: bool):
-        """``(global batch, mask)`` pairs that ``eval_fn`` is averaged over."""
+        """``(global batch, mask)`` pairs that ``eval_fn`` is averaged over:
+        the whole test split, or its first ``eval.num_examples``."""
         del final
-        return data_lib.eval_batches(dataset.arrays("test"), batch_size)
+        arrays = dataset.arrays("test")
+        limit = self.config.eval.get("num_examples", 0)
+        if limit:
+            arrays = {k: v[:limit] for k, v in arrays.items()}
+        return data_lib.eval_batches(arrays, batch_size)
 
     def extra_eval_passes(self, final: bool) -> tuple[str, ...]:
         """Names of evaluation passes beside the main one, each averaged over

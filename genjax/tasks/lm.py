@@ -49,6 +49,8 @@ def base_config(data_name: str = "tiny_shakespeare") -> ml_collections.ConfigDic
     config = config_lib.base_config(data_name=data_name)
     # tfds (90/5/5) | nanogpt (90/10: validation = test = the last 10%).
     config.data.split_convention = "nanogpt"
+    # Evaluation is sized by eval.num_batches of windows, not by examples.
+    del config.eval["num_examples"]
 
     m = config.model = ml_collections.ConfigDict()
     m.block_size = 256  # tokens of context

@@ -98,6 +98,11 @@ def validate(config: ml_collections.ConfigDict, devices=None) -> None:
     if config.eval.batch_size <= 0:
         raise config_lib.ConfigError(
             f"eval.batch_size={config.eval.batch_size} must be positive")
+    num_examples = config.eval.get("num_examples", 0)
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 0:
+        raise config_lib.ConfigError(
+            f"eval.num_examples={num_examples!r} must be 0 (the whole test "
+            "split) or a positive number of examples")
     # The eval batch need not divide the devices: evaluation pads it
     # (``evaluation.pad_to_devices``) and masks the padding.
 
