@@ -68,11 +68,15 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {doc}")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Groups for pytest-xdist's ``--dist loadgroup``: a test module's tests
     run in one worker, so its module- and session-scoped runs (``gan_run``,
     ``ddpm_run``, ...) are trained once; each notebook is a group of its own,
-    so the notebooks spread over the workers."""
+    so the notebooks spread over the workers. ``tryfirst``: xdist reads the
+    groups in its own hook of this name, which must see these marks (without
+    it every module's tests spread over both workers, and each worker set up
+    the module's fixtures again)."""
     del config
     for item in items:
         group = item.module.__name__

@@ -82,13 +82,13 @@ def _final_eval_with(workdir, **overrides) -> dict:
         run.checkpointer.close()
 
 
-_DEVICE_COUNTS = (1, 2, 3, 4, 8)
+_DEVICE_COUNTS = (1, 3, 8)
 _PRIME_SPLIT = 127
 
 # Run with 8 CPU devices: each experiment's smoke preset, its test split cut
 # to a prime number of examples, evaluated at its initial parameters on
-# meshes of 1, 2, 3, 4 and 8 of the devices, with an eval batch (50) that
-# neither the split nor most of the device counts divide.
+# meshes of 1, 3 and 8 of the devices, with an eval batch (50) that
+# neither the split nor the device counts but 1 divide.
 _ON_DEVICE_COUNTS = f"""
 import dataclasses, json, sys
 import jax
@@ -125,7 +125,7 @@ def test_eval_is_exact_on_any_device_count(tmp_path):
     """Every eval metric (the ELBO and IWAE bound, the diffusion loss and
     bits/dim bound, the score model's probability-flow ODE likelihood with
     its Hutchinson probes, the sample-quality statistics of every sampler)
-    is the same on 1, 2, 3, 4 and 8 devices, on a split of a prime size."""
+    is the same on 1, 3 and 8 devices, on a split of a prime size."""
     proc = run_python(["-c", _ON_DEVICE_COUNTS, str(tmp_path)], devices=8,
                       timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

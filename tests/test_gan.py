@@ -541,9 +541,13 @@ def test_upsample_conv_equals_the_transposed_convolution(shape, cout):
 
 
 @pytest.mark.slow
-def test_dcgan_cifar10_smoke_preset_trains_on_colour_shapes(data_dir, tmp_path):
+def test_dcgan_cifar10_smoke_preset_trains_on_colour_shapes(data_dir, tmp_path,
+                                                          monkeypatch):
     """The 32x32 colour path end to end: shapes32, three doublings, the
-    classifier and metrics on colour images (shrunk so the test is quick)."""
+    classifier and metrics on colour images (shrunk so the test is quick:
+    the domain classifier trains 100 steps, not the recipe's 500)."""
+    from genjax.evaluate import classifier  # pylint: disable=import-outside-toplevel
+    monkeypatch.setitem(classifier.RECIPE, "min_steps", 100)
     config = dcgan_cifar10.get_config("smoke")
     config.data.data_dir = str(data_dir)
     config.data.num_train = 1000  # shapes32's optional size keys

@@ -1,7 +1,8 @@
 """Does every registered experiment and preset start on this many devices?
 
     python -m genjax.tools.devices [--experiments=A,B] [--presets=P,Q]
-        [--lower_only=P,...] [--train=P,...] [--compile=P,...] [--data_root=DIR]
+        [--lower_only=P,...] [--build_only=P,...] [--train=P,...] [--compile=P,...]
+        [--data_root=DIR]
         [--workdir=DIR] [--config.KEY=VALUE ...] [--json]
 
 For each experiment x preset, on every device JAX sees (simulate N on a CPU
@@ -11,7 +12,9 @@ training batch through the input pipeline, shards it over the devices
 (``jax.make_array_from_process_local_data``) and compiles the train step for
 the preset's global batch, without taking a step. Presets named in
 ``--lower_only`` are traced and lowered with their shardings, not compiled
-(a big model's compile costs minutes on a CPU); presets named in ``--train``
+(a big model's compile costs minutes on a CPU), those in ``--build_only``
+are built (config checks, mesh, task, the state's shapes and shardings) and
+given one sharded real batch, without tracing the step; presets named in ``--train``
 are trained and evaluated end to end instead (``train_and_evaluate``, into
 ``--workdir``). Each of these lists names presets (``smoke``) or one
 experiment's preset (``ddpm_mnist:smoke``), which wins over a plain preset;
@@ -49,9 +52,10 @@ log = logging.getLogger("genjax")
 # Stand-ins for datasets that cannot be downloaded here: same image shape
 # and number of classes.
 STAND_INS = {"cifar10": "shapes32"}
-FLAGS = ("experiments", "presets", "lower_only", "train", "compile", "data_root",
-         "workdir")
-MODES = {"train": "train", "lower_only": "lower", "compile": "compile"}
+FLAGS = ("experiments", "presets", "lower_only", "build_only", "train", "compile",
+         "data_root", "workdir")
+MODES = {"train": "train", "lower_only": "lower", "build_only": "build",
+         "compile": "compile"}
 
 
 def _config(experiment, preset: str, data_root: str, data_dir: str | None,
@@ -91,8 +95,8 @@ def _has_key(config, dotted: str) -> bool:
 def check(experiment, preset: str, *, mode: str = "compile",
           data_root: str = "../shared/data", workdir: str | None = None,
           data_dir: str | None = None, overrides=()) -> dict:
-    """One row of the matrix: ``mode`` is ``compile``, ``lower`` or
-    ``train`` (end to end, into ``workdir/<name>_<preset>``)."""
+    """One row of the matrix: ``mode`` is ``compile``, ``lower``, ``build``
+    or ``train`` (end to end, into ``workdir/<name>_<preset>``)."""
     import jax  # pylint: disable=import-outside-toplevel
     from genjax.train import loop  # pylint: disable=import-outside-toplevel
     from genjax.train import run as run_lib  # pylint: disable=import-outside-toplevel
@@ -114,9 +118,10 @@ def check(experiment, preset: str, *, mode: str = "compile",
         else:
             run = run_lib.build(config, workdir or "/nonexistent", experiment.make_task)
             batch = step_lib.to_global(next(run_lib.make_train_iterator(run)), run.mesh)
-            lowered = run_lib.make_step(run).lower(run.abstract_state, batch)
-            if mode == "compile":
-                lowered.compile()
+            if mode != "build":
+                lowered = run_lib.make_step(run).lower(run.abstract_state, batch)
+                if mode == "compile":
+                    lowered.compile()
             row["per_device_batch"] = row["batch"] // run.mesh.devices.size
         row["status"] = "ok"
     except config_lib.ConfigError as e:
@@ -142,7 +147,8 @@ def format_row(row: dict) -> str:
 
 
 def _parse(argv: list[str]) -> dict:
-    flags = {"experiments": "", "presets": "", "lower_only": "", "train": "",
+    flags = {"experiments": "", "presets": "", "lower_only": "", "build_only": "",
+             "train": "",
              "compile": "", "data_root": "../shared/data", "workdir": None, "json": False,
              "overrides": []}
     for arg in argv:
