@@ -90,6 +90,10 @@ def base_config(*, data_name: str) -> ml_collections.ConfigDict:
     config.train.weight_decay = 0.0
     config.train.grad_clip_norm = 0.0  # 0 disables clipping.
     config.train.ema_decay = 0.0  # 0 disables the EMA copy of the parameters.
+    # float32 | bfloat16: what the networks and the objective compute in while
+    # training; weights, gradients and optimiser state stay float32
+    # (genjax.train.step.mixed_precision). Evaluation computes in float32.
+    config.train.compute_dtype = "float32"
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 500

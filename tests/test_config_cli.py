@@ -69,6 +69,8 @@ USAGE_ERRORS = {
                              ["cpu_devices=-1", "positive number"]),
     "negative_eval_num_examples": (["--config.eval.num_examples=-1"],
                                    ["eval.num_examples=-1", "whole test split"]),
+    "bad_compute_dtype": (["--config.train.compute_dtype=float16"],
+                          ["'float16'", "float32", "bfloat16"]),
 }
 
 

@@ -40,7 +40,9 @@ class PairDiscriminator(nn.Module):
     @nn.compact
     def __call__(self, x_prev, x_next, t_B, label_B=None):
         act = lambda h: nn.leaky_relu(h, 0.2)  # noqa: E731
-        emb = timestep_embedding(jnp.asarray(t_B, jnp.float32), self.features)
+        # In the images' dtype (bfloat16 under mixed precision), like the rest.
+        emb = timestep_embedding(jnp.asarray(t_B, jnp.float32), self.features).astype(
+            x_prev.dtype)
         emb = act(nn.Dense(4 * self.features, name="temb")(emb))
         h = nn.Conv(self.features, (3, 3), padding="SAME", name="conv_in")(
             jnp.concatenate([x_prev, x_next], axis=-1))

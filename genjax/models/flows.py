@@ -40,7 +40,7 @@ Glow; Durkan et al. 2019 neural spline flows):
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -213,16 +213,21 @@ class ConvConditioner(nn.Module):
     hidden: int
     out: int
     num_blocks: int = 1
+    # The convolutions' computation dtype (None: the input's), e.g. bfloat16
+    # under mixed precision; parameters stay float32 and the output is
+    # returned in the input's dtype.
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
-        h = nn.relu(nn.Conv(self.hidden, (3, 3), padding="SAME")(x))
+        d = self.dtype
+        h = nn.relu(nn.Conv(self.hidden, (3, 3), padding="SAME", dtype=d)(x))
         for _ in range(self.num_blocks):
-            r = nn.relu(nn.Conv(self.hidden, (3, 3), padding="SAME")(h))
-            r = nn.Conv(self.hidden, (1, 1))(r)
+            r = nn.relu(nn.Conv(self.hidden, (3, 3), padding="SAME", dtype=d)(h))
+            r = nn.Conv(self.hidden, (1, 1), dtype=d)(r)
             h = nn.relu(h + r)
-        return nn.Conv(self.out, (3, 3), padding="SAME",
-                       kernel_init=nn.initializers.zeros)(h)
+        return nn.Conv(self.out, (3, 3), padding="SAME", dtype=d,
+                       kernel_init=nn.initializers.zeros)(h).astype(x.dtype)
 
 
 class MLPConditioner(nn.Module):
@@ -232,13 +237,15 @@ class MLPConditioner(nn.Module):
     hidden: int
     out: int
     num_layers: int = 2
+    dtype: Any = None  # as ConvConditioner's
 
     @nn.compact
     def __call__(self, x):
         h = x
         for _ in range(self.num_layers):
-            h = nn.relu(nn.Dense(self.hidden)(h))
-        return nn.Dense(self.out, kernel_init=nn.initializers.zeros)(h)
+            h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(h))
+        return nn.Dense(self.out, kernel_init=nn.initializers.zeros,
+                        dtype=self.dtype)(h).astype(x.dtype)
 
 
 def _split_mask(x_shape, mask: str, parity: int) -> np.ndarray:
@@ -265,6 +272,11 @@ class _Coupling(Bijector):
     parity: int = 0
     hidden: int = 64
     num_blocks: int = 1
+    # Recompute the conditioner network's activations in the backward pass.
+    remat: bool = False
+    # The conditioner network's computation dtype (None: float32). The
+    # coupling's own arithmetic (scales, shifts, log-dets) stays float32.
+    compute_dtype: Any = None
 
     def _mask(self, x) -> np.ndarray:
         """The mask with a leading axis of 1, of ``x``'s rank."""
@@ -278,18 +290,24 @@ class _Coupling(Bijector):
         """The network's output for every unit: ``[..., C, out_per_unit]``,
         from the conditioning units alone."""
         c = x.shape[-1]
+        # Named as Flax names them unwrapped, so remat keeps the parameters'.
+        conv = nn.remat(ConvConditioner) if self.remat else ConvConditioner
         if self.mask == "vector":
-            net = MLPConditioner(self.hidden, c * out_per_unit, self.num_blocks)
+            mlp = nn.remat(MLPConditioner) if self.remat else MLPConditioner
+            net = mlp(self.hidden, c * out_per_unit, self.num_blocks,
+                      self.compute_dtype, name="MLPConditioner_0")
             out = net(x * mask)
         elif self.mask == "channel":
             keep = np.nonzero(mask.reshape(-1))[0]
-            net = ConvConditioner(self.hidden, c * out_per_unit, self.num_blocks)
+            net = conv(self.hidden, c * out_per_unit, self.num_blocks,
+                       self.compute_dtype, name="ConvConditioner_0")
             out = net(x[..., keep])
         else:
             # The mask itself is an input channel: the network knows which
             # units are zeros because they are masked.
             m = jnp.broadcast_to(jnp.asarray(mask[..., :1], x.dtype), x.shape[:-1] + (1,))
-            net = ConvConditioner(self.hidden, c * out_per_unit, self.num_blocks)
+            net = conv(self.hidden, c * out_per_unit, self.num_blocks,
+                       self.compute_dtype, name="ConvConditioner_0")
             out = net(jnp.concatenate([x * mask, m], axis=-1))
         return out.reshape(out.shape[:-1] + (c, out_per_unit))
 
@@ -417,11 +435,11 @@ class SplineCoupling(_Coupling):
 
 def make_coupling(kind: str, *, mask: str, parity: int, hidden: int, num_blocks: int,
                   num_bins: int, spline_bound: float, scale_bound: float,
-                  name: str) -> _Coupling:
+                  name: str, remat: bool = False, compute_dtype=None) -> _Coupling:
     """A coupling layer by name: ``affine``, ``additive`` or ``spline``;
     each takes the keys that concern it."""
     common = dict(mask=mask, parity=parity, hidden=hidden, num_blocks=num_blocks,
-                  name=name)
+                  name=name, remat=remat, compute_dtype=compute_dtype)
     if kind in ("affine", "additive"):
         return AffineCoupling(additive=kind == "additive", scale_bound=scale_bound,
                               **common)
@@ -506,6 +524,14 @@ class MultiScaleFlow(nn.Module):
     scale_bound: float = 2.0
     logit_alpha: float = 0.05
     split_prior: bool = False
+    # Recompute each coupling network's activations in the backward pass
+    # (flax.linen.remat): less memory for one more forward pass, same numbers.
+    remat: bool = False
+    # The coupling networks' computation dtype (None: float32): bfloat16 for
+    # mixed-precision training. Everything else (the logit transform, the
+    # log-determinants, the priors) stays float32, where the exact
+    # likelihood needs it.
+    compute_dtype: Any = None
 
     def setup(self):
         if self.architecture not in ARCHITECTURES:
@@ -525,7 +551,8 @@ class MultiScaleFlow(nn.Module):
                     self.coupling, mask=mask, parity=parity, hidden=self.hidden,
                     num_blocks=self.num_blocks, num_bins=self.num_bins,
                     spline_bound=self.spline_bound, scale_bound=self.scale_bound,
-                    name=f"coupling_{idx}")
+                    name=f"coupling_{idx}", remat=self.remat,
+                    compute_dtype=self.compute_dtype)
 
             if self.architecture == "realnvp":
                 for i in range(4 if last else 3):
@@ -619,6 +646,7 @@ class PointFlow(nn.Module):
     num_bins: int = 8
     spline_bound: float = 4.0
     scale_bound: float = 2.0
+    compute_dtype: Any = None  # as MultiScaleFlow's
 
     def setup(self):
         layers = []
@@ -628,7 +656,7 @@ class PointFlow(nn.Module):
                 self.coupling, mask="vector", parity=i % 2, hidden=self.hidden,
                 num_blocks=self.num_hidden_layers, num_bins=self.num_bins,
                 spline_bound=self.spline_bound, scale_bound=self.scale_bound,
-                name=f"coupling_{i}"))
+                name=f"coupling_{i}", compute_dtype=self.compute_dtype))
         self.chain = Chain(layers)
 
     def forward(self, x):

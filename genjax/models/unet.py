@@ -37,7 +37,7 @@ No losses, noise schedules, samplers or data here.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -137,7 +137,7 @@ class ResBlock(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, x_BxHxWxC, emb_BxE, *, train: bool):
+    def __call__(self, x_BxHxWxC, emb_BxE, train: bool):
         h = nn.swish(_group_norm(x_BxHxWxC.shape[-1], self.num_groups,
                                  name="norm1")(x_BxHxWxC))
         h = _conv3x3(self.features, name="conv1")(h)
@@ -228,6 +228,15 @@ class UNet(nn.Module):
     num_classes: int = 0
     num_groups: int = 32
     out_channels: int | None = None  # None: the input's channels
+    # Recompute each residual and attention block's activations in the
+    # backward pass (flax.linen.remat) instead of storing them: less memory
+    # for one more forward pass of each block, the same numbers.
+    remat: bool = False
+    # The computation dtype (None: the input's): the input and the time
+    # embedding are cast to it, so that with parameters cast alike (mixed
+    # precision, genjax.train.step.mixed_precision) every layer computes in
+    # it; the output is float32.
+    dtype: Any = None
 
     def _check_side(self, height: int, width: int) -> None:
         halvings = len(self.channel_mults) - 1
@@ -274,6 +283,10 @@ class UNet(nn.Module):
         # Time (and class) embedding, shared by every residual block.
         emb_dim = 4 * self.channels
         emb = timestep_embedding(t_B, self.channels)
+        if self.dtype is not None:
+            x_BxHxWxC, emb = x_BxHxWxC.astype(self.dtype), emb.astype(self.dtype)
+            if latent_BxZ is not None:
+                latent_BxZ = latent_BxZ.astype(self.dtype)
         emb = nn.Dense(emb_dim, kernel_init=_DEFAULT_INIT, name="temb_dense0")(emb)
         emb = nn.Dense(emb_dim, kernel_init=_DEFAULT_INIT,
                        name="temb_dense1")(nn.swish(emb))
@@ -286,12 +299,16 @@ class UNet(nn.Module):
             emb = emb + nn.Dense(emb_dim, kernel_init=_DEFAULT_INIT,
                                  name="latent_dense1")(nn.swish(z))
 
+        res_cls, attn_cls = ResBlock, AttentionBlock
+        if self.remat:  # ResBlock's ``train`` (argument 3, self being 0) is static.
+            res_cls, attn_cls = nn.remat(ResBlock, static_argnums=(3,)), nn.remat(AttentionBlock)
+
         def res_block(h, features, name):
-            return ResBlock(features, self.num_groups, self.dropout, name=name)(
-                h, emb, train=train)
+            return res_cls(features, self.num_groups, self.dropout, name=name)(
+                h, emb, train)
 
         def attention(h, name):
-            return AttentionBlock(self.num_groups, name=name)(h)
+            return attn_cls(self.num_groups, name=name)(h)
 
         # Encoder: every output is kept for the decoder's skip connections.
         h = _conv3x3(self.channels, name="conv_in")(x_BxHxWxC)
@@ -325,8 +342,8 @@ class UNet(nn.Module):
         assert not skips, "every encoder output feeds the decoder once"
 
         h = nn.swish(_group_norm(h.shape[-1], self.num_groups, name="norm_out")(h))
-        return _conv3x3(self.out_channels or in_channels, zero=True,
-                        name="conv_out")(h)
+        out = _conv3x3(self.out_channels or in_channels, zero=True, name="conv_out")(h)
+        return out if self.dtype is None else out.astype(jnp.float32)
 
 
 class MLPDenoiser(nn.Module):
@@ -344,6 +361,7 @@ class MLPDenoiser(nn.Module):
     num_layers: int = 3
     # 0: unconditional; K > 0: K classes and the null label K.
     num_classes: int = 0
+    dtype: Any = None  # the computation dtype, as UNet's
 
     @nn.compact
     def __call__(self, x_BxD, t_B, label_B=None, *, train: bool):
@@ -359,6 +377,8 @@ class MLPDenoiser(nn.Module):
             raise ValueError(f"t must be [batch]=({batch},), got shape {t_B.shape}")
         label_B = _check_labels(label_B, self.num_classes, batch)
         features = timestep_embedding(t_B, _MLP_TIME_DIM)
+        if self.dtype is not None:
+            x_BxD, features = x_BxD.astype(self.dtype), features.astype(self.dtype)
         emb = nn.swish(nn.Dense(self.hidden, kernel_init=_DEFAULT_INIT,
                                 name="temb_dense")(features))
         if label_B is not None:
@@ -369,4 +389,5 @@ class MLPDenoiser(nn.Module):
             h = nn.Dense(self.hidden, kernel_init=_DEFAULT_INIT, name=f"dense{i}")(h)
             h = nn.swish(h + nn.Dense(self.hidden, kernel_init=_DEFAULT_INIT,
                                       name=f"emb_proj{i}")(emb))
-        return nn.Dense(dim, kernel_init=_ZERO_INIT, name="out")(h)
+        out = nn.Dense(dim, kernel_init=_ZERO_INIT, name="out")(h)
+        return out if self.dtype is None else out.astype(jnp.float32)

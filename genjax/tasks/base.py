@@ -203,10 +203,15 @@ class Task(abc.ABC):
         return TrainState.create(params, optimizer, train_rng,
                                  use_ema=self.config.train.ema_decay > 0)
 
+    def training_loss(self):
+        """The loss the update differentiates: ``loss_fn`` computed in
+        ``train.compute_dtype`` (``genjax.train.step.mixed_precision``)."""
+        return step_lib.mixed_precision(self.loss_fn, self.config.train.compute_dtype)
+
     def make_update(self, optimizer):
         """``update(state, batch, rng) -> (state, metrics)``; see
         ``genjax.train.step.make_update_step``."""
-        return step_lib.gradient_update(self.loss_fn, optimizer,
+        return step_lib.gradient_update(self.training_loss(), optimizer,
                                         ema_decay=self.config.train.ema_decay)
 
     def inference_params(self, state: TrainState, use_ema: bool):

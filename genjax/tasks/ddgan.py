@@ -45,6 +45,7 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     m.attention_resolutions = ()
     m.dropout = 0.0
     m.num_groups = 8
+    m.remat = False  # recompute each generator block in the backward pass
     m.latents = 100
     # Both networks given the class label (the generator through the U-Net's
     # class embedding, the discriminator by projection); samples draw labels
@@ -115,7 +116,7 @@ class DDGANTask(gan.TwoPlayerTask):
             channels=m.channels, channel_mults=tuple(m.channel_mults),
             num_res_blocks=m.num_res_blocks,
             attention_resolutions=tuple(m.attention_resolutions), dropout=m.dropout,
-            num_groups=m.num_groups, num_classes=self.num_classes)
+            num_groups=m.num_groups, num_classes=self.num_classes, remat=m.remat)
         if m.d_minibatch_std < 0:
             raise ConfigError(f"model.d_minibatch_std={m.d_minibatch_std} must be >= 0 "
                               "(0: off)")
@@ -142,10 +143,13 @@ class DDGANTask(gan.TwoPlayerTask):
     def generator_fn(self, g_params, labels=None):
         """``(x_next, i, key) -> x_0'`` in [-1, 1] (for ``labels [B]`` where
         class-conditional)."""
+        # Computes in its parameters' dtype (bfloat16 under mixed precision).
+        generator = self.generator.clone(dtype=step_lib.params_dtype(g_params))
+
         def fn(x_next, i, key):
             z = self.latent(key, x_next.shape[0])
-            out = self.generator.apply({"params": g_params}, x_next,
-                                       self.embed_step(i), labels, z, train=False)
+            out = generator.apply({"params": g_params}, x_next,
+                                  self.embed_step(i), labels, z, train=False)
             return jnp.tanh(out)
         return fn
 
@@ -157,8 +161,9 @@ class DDGANTask(gan.TwoPlayerTask):
         return (i.astype(jnp.float32) + 0.5) * (1000.0 / self.schedule.num_steps)
 
     def d_logits(self, d_params, x_prev, x_next, i, labels=None):
-        return self.discriminator.apply({"params": d_params}, x_prev, x_next,
-                                        self.embed_step(i), labels)
+        dtype = step_lib.params_dtype(d_params)  # bfloat16 under mixed precision
+        return self.discriminator.apply({"params": d_params}, x_prev.astype(dtype),
+                                        x_next.astype(dtype), self.embed_step(i), labels)
 
     def init_params(self, rng, example_batch):
         g_rng, d_rng = jax.random.split(rng)

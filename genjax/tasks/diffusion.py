@@ -56,6 +56,7 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     m.attention_resolutions = (14,)  # feature-map sides with self-attention
     m.dropout = 0.1
     m.num_groups = 32
+    m.remat = False  # unet: recompute each block in the backward pass
     m.hidden = 128  # mlp
     m.num_layers = 3  # mlp
     m.class_conditional = False
@@ -272,7 +273,7 @@ class DiffusionTask(Task):
                 num_res_blocks=m.num_res_blocks,
                 attention_resolutions=tuple(m.attention_resolutions),
                 dropout=m.dropout, num_classes=self.num_classes,
-                num_groups=m.num_groups)
+                num_groups=m.num_groups, remat=m.remat)
             try:  # A side the levels cannot halve is a config problem.
                 jax.eval_shape(
                     lambda: self.model.init(jax.random.key(0),
@@ -284,6 +285,14 @@ class DiffusionTask(Task):
             self.model = unet_lib.MLPDenoiser(hidden=m.hidden,
                                               num_layers=m.num_layers,
                                               num_classes=self.num_classes)
+        # Mixed precision: the training loss's network casts its input (in
+        # float32, from the noise schedule) to train.compute_dtype, as its
+        # parameters are (Task.training_loss); evaluation and sampling use
+        # self.model in float32.
+        self.train_model = self.model
+        if config.train.compute_dtype != "float32":
+            self.train_model = self.model.clone(
+                dtype=step_lib.COMPUTE_DTYPES[config.train.compute_dtype])
 
     def setup_process(self):
         """Checks the ``diffusion`` section and builds the discrete schedule
@@ -348,9 +357,11 @@ class DiffusionTask(Task):
         train = rng is not None
         rngs = {"dropout": rng} if train else {}
 
+        model = self.train_model if train else self.model
+
         def apply(x, t, y):
-            return self.model.apply({"params": params}, x, t.astype(jnp.float32),
-                                    y, train=train, rngs=rngs)
+            return model.apply({"params": params}, x, t.astype(jnp.float32),
+                               y, train=train, rngs=rngs)
 
         if not guidance_scale:
             return lambda x, t: apply(x, t, labels)

@@ -23,6 +23,7 @@ from genjax.models import flows as flows_lib
 from genjax.objectives import flow as flow_obj
 from genjax.objectives import likelihood
 from genjax.tasks.base import Task, conditional_classes
+from genjax.train import step as step_lib
 
 log = logging.getLogger("genjax")
 
@@ -55,6 +56,8 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     # images: a learned prior for each factored-out half given the kept
     # half (Glow), instead of N(0, I) (RealNVP).
     m.split_prior = False
+    # images: recompute each coupling network in the backward pass.
+    m.remat = False
     # A class-conditional flow: the prior of the latent is N(mu_y, sigma_y^2)
     # with a learned mean and scale per class (Glow's class-conditional
     # prior, Kingma & Dhariwal 2018, sec. 5); samples take uniform labels.
@@ -164,7 +167,7 @@ class FlowTask(Task):
                 hidden=m.hidden, num_blocks=m.num_blocks, coupling=m.coupling,
                 num_bins=m.num_bins, spline_bound=m.spline_bound,
                 scale_bound=m.scale_bound, logit_alpha=m.logit_alpha,
-                split_prior=bool(m.split_prior))
+                split_prior=bool(m.split_prior), remat=m.remat)
             try:  # A side the scales cannot halve is a config problem.
                 jax.eval_shape(lambda: self.model.init(
                     jax.random.key(0), jnp.full((1,) + self.shape, 0.5),
@@ -177,6 +180,15 @@ class FlowTask(Task):
                 num_hidden_layers=m.num_blocks, coupling=m.coupling,
                 num_bins=m.num_bins, spline_bound=m.spline_bound,
                 scale_bound=m.scale_bound)
+        # Mixed precision (train.compute_dtype): the same flow, its coupling
+        # networks computing in bfloat16 for the training loss only. Not the
+        # generic cast of every input (step.mixed_precision): the logit
+        # transform and the log-determinants need float32 (in bfloat16 a
+        # pixel near 1 rounds to 1, whose logit is infinite).
+        self.train_model = self.model
+        if config.train.compute_dtype != "float32":
+            self.train_model = self.model.clone(
+                compute_dtype=step_lib.COMPUTE_DTYPES[config.train.compute_dtype])
 
     # ------------------------------------------------------------------
     # The flow as pure functions of params.
@@ -192,12 +204,15 @@ class FlowTask(Task):
     def _labels(self, batch):
         return batch["label"] if self.num_classes else None
 
-    def forward(self, params, labels=None):
+    def forward(self, params, labels=None, *, train: bool = False):
         """``x -> (z, log_det)`` with ``params`` (and the labels of a
-        class-conditional flow) bound."""
+        class-conditional flow) bound; ``train``: the training loss's model
+        (``train.compute_dtype``)."""
+        model = self.train_model if train else self.model
+
         def fn(x):
-            z, log_det = self.model.apply({"params": self._flow_params(params)}, x,
-                                          method=self.model.forward)
+            z, log_det = model.apply({"params": self._flow_params(params)}, x,
+                                     method=model.forward)
             if not self.num_classes:
                 return z, log_det
             mean = params["class_prior"]["mean"][labels]
@@ -267,16 +282,23 @@ class FlowTask(Task):
             params = dict(params, class_prior={"mean": zeros, "log_scale": zeros})
         return params
 
-    def _nll(self, params, values, rng, labels=None):
+    def _nll(self, params, values, rng, labels=None, *, train: bool = False):
         """Per-example NLL in the task's unit: bits/dim (images) or nats."""
+        forward = self.forward(params, labels, train=train)
         if self.field == "image":
-            nll = flow_obj.dequantized_nll(self.forward(params, labels), values, rng)
+            nll = flow_obj.dequantized_nll(forward, values, rng)
             return flow_obj.bits_per_dim(nll, values), nll
-        nll = -flow_obj.log_prob(self.forward(params, labels), values)
+        nll = -flow_obj.log_prob(forward, values)
         return nll, nll
 
+    def training_loss(self):
+        # Mixed precision lives in train_model (see __init__), not in a cast
+        # of the loss's inputs.
+        return self.loss_fn
+
     def loss_fn(self, params, batch, rng):
-        loss_per, nll = self._nll(params, batch[self.field], rng, self._labels(batch))
+        loss_per, nll = self._nll(params, batch[self.field], rng, self._labels(batch),
+                                  train=True)
         loss = jnp.mean(loss_per)
         metrics = {"loss": loss}
         if self.field == "image":

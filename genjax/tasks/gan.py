@@ -142,8 +142,10 @@ class TwoPlayerTask(Task):
 
     def make_update(self, optimizer):
         g = self.config.gan
+        dtype = self.config.train.compute_dtype
         return two_player.two_player_update(
-            self.d_loss_fn, self.g_loss_fn, optimizer, n_disc=g.n_disc,
+            step_lib.mixed_precision(self.d_loss_fn, dtype),
+            step_lib.mixed_precision(self.g_loss_fn, dtype), optimizer, n_disc=g.n_disc,
             ema_decay=self.config.train.ema_decay,
             d_wins_threshold=g.d_wins_threshold)
 
@@ -280,6 +282,7 @@ class GANTask(TwoPlayerTask):
     def generate(self, g_params, g_state, z, *, train: bool):
         """``(images in [-1, 1], new collections)``."""
         variables = {"params": g_params, **g_state}
+        z = z.astype(step_lib.params_dtype(g_params))  # bfloat16 under mixed precision
         if train and g_state:
             return self.generator.apply(variables, z, train=True,
                                         mutable=list(g_state))
@@ -293,6 +296,7 @@ class GANTask(TwoPlayerTask):
         is ``(logits [B], code logits [B, code_classes])``.
         """
         variables = {"params": d_params, **d_state}
+        x = x.astype(step_lib.params_dtype(d_params))
         rngs = {"dropout": rng}
         kwargs = {"labels": labels} if self.num_classes else {}
         if train and d_state:

@@ -51,6 +51,8 @@ def base_config(data_name: str = "tiny_shakespeare") -> ml_collections.ConfigDic
     config.data.split_convention = "nanogpt"
     # Evaluation is sized by eval.num_batches of windows, not by examples.
     del config.eval["num_examples"]
+    # Mixed precision is model.dtype here (float32 logits and loss).
+    del config.train["compute_dtype"]
 
     m = config.model = ml_collections.ConfigDict()
     m.block_size = 256  # tokens of context

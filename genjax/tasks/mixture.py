@@ -49,6 +49,7 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     from genjax import config as config_lib  # pylint: disable=import-outside-toplevel
 
     config = config_lib.base_config(data_name=data_name)
+    del config.train["compute_dtype"]  # EM takes no gradient steps.
     config.model = ml_collections.ConfigDict()
     config.model.distribution = "bernoulli"  # bernoulli | gaussian
     config.model.covariance = "full"  # full | diag (gaussian only)

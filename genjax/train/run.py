@@ -98,6 +98,9 @@ def validate(config: ml_collections.ConfigDict, devices=None) -> None:
     if config.eval.batch_size <= 0:
         raise config_lib.ConfigError(
             f"eval.batch_size={config.eval.batch_size} must be positive")
+    if "compute_dtype" in t:
+        config_lib.check_choice("train.compute_dtype", t.compute_dtype,
+                                tuple(step_lib.COMPUTE_DTYPES))
     num_examples = config.eval.get("num_examples", 0)
     if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 0:
         raise config_lib.ConfigError(

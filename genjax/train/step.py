@@ -320,6 +320,51 @@ def accumulated_value_and_grad(loss_fn: Callable, accum_steps: int) -> Callable:
     return accumulated
 
 
+# ``train.compute_dtype``: what the networks compute in while training.
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating)
+        else x, tree)
+
+
+def params_dtype(params):
+    """The dtype of ``params``' floating arrays (bfloat16 inside a
+    ``mixed_precision`` loss): what a network's other inputs are cast to."""
+    leaves = [x for x in jax.tree.leaves(params)
+              if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+    return jnp.result_type(leaves[0]) if leaves else jnp.dtype(jnp.float32)
+
+
+def mixed_precision(fn: Callable, compute_dtype: str = "float32") -> Callable:
+    """``fn`` (a loss: ``(params, ..., batch, rng) -> (loss, aux)``) computed
+    in ``compute_dtype`` from float32 master weights.
+
+    Every floating array of every argument (parameters, model state, batch)
+    is cast to ``compute_dtype`` on the way in, so the networks (which take
+    their dtype from their inputs and parameters) and the objective compute
+    in it; every floating output (the loss, metrics, new batch statistics)
+    is cast back to float32. The gradients flow through the casts, so they,
+    the parameters and the optimiser state stay float32: the usual mixed
+    precision of accelerators (bfloat16 needs no loss scaling). Keys and
+    integer arrays pass through. ``float32``: ``fn`` itself.
+    """
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ConfigError(f"train.compute_dtype={compute_dtype!r}; valid: "
+                          f"{', '.join(COMPUTE_DTYPES)}")
+    if compute_dtype == "float32":
+        return fn
+    dtype = COMPUTE_DTYPES[compute_dtype]
+
+    def cast_fn(*args):
+        out = fn(*(_cast_floats(a, dtype) for a in args))
+        return _cast_floats(out, jnp.float32)
+
+    return cast_fn
+
+
 def gradient_update(loss_fn: Callable, optimizer: optax.GradientTransformation,
                     *, ema_decay: float = 0.0, accum_steps: int = 1) -> Callable:
     """The one-player update: a gradient step on ``loss_fn``.
