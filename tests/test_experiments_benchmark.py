@@ -38,3 +38,16 @@ def test_all_builds_the_table_and_reuses_reports(tmp_path, capsys):
     mtime = (workdir / "reports" / "vae_digits.json").stat().st_mtime
     assert benchmark.main(argv) == 0
     assert (workdir / "reports" / "vae_digits.json").stat().st_mtime == mtime
+
+
+def test_a_dataset_that_cannot_be_had_is_measured_on_its_stand_in(monkeypatch):
+    from genjax import data as data_lib  # pylint: disable=import-outside-toplevel
+
+    def unavailable(config):
+        raise data_lib.DatasetError(f"dataset {config.name!r} is not prepared")
+
+    monkeypatch.setattr(data_lib, "load_dataset", unavailable)
+    assert benchmark._stand_in("ddpm_cifar10", "cpu") == "shapes32"
+    assert benchmark._stand_in("ddpm_mnist", "cpu") is None  # no stand-in: its own error
+    monkeypatch.setattr(data_lib, "load_dataset", lambda config: None)
+    assert benchmark._stand_in("ddpm_cifar10", "cpu") is None
