@@ -78,19 +78,11 @@ def _report(workdir: str, name: str, preset: str, steps: int, sampling: int,
 
 
 def _stand_in(name: str, preset: str) -> str | None:
-    """The stand-in dataset (``genjax.tools.devices.STAND_INS``: the same
+    """The stand-in dataset (``genjax.tools.devices.stand_in``: the same
     image shape and classes) when the experiment's own cannot be had here
     (CIFAR-10 offline), else None. Costs depend on the shapes, not the data."""
-    from genjax import data as data_lib  # pylint: disable=import-outside-toplevel
     from genjax.tools import devices  # pylint: disable=import-outside-toplevel
-    config = registry.get(name).get_config(preset)
-    if config.data.name not in devices.STAND_INS:
-        return None
-    try:
-        data_lib.load_dataset(config.data)
-        return None
-    except data_lib.DatasetError:
-        return devices.STAND_INS[config.data.name]
+    return devices.stand_in(registry.get(name).get_config(preset).data)
 
 
 def _sampling_cell(r: dict) -> str:

@@ -285,14 +285,6 @@ class DiffusionTask(Task):
             self.model = unet_lib.MLPDenoiser(hidden=m.hidden,
                                               num_layers=m.num_layers,
                                               num_classes=self.num_classes)
-        # Mixed precision: the training loss's network casts its input (in
-        # float32, from the noise schedule) to train.compute_dtype, as its
-        # parameters are (Task.training_loss); evaluation and sampling use
-        # self.model in float32.
-        self.train_model = self.model
-        if config.train.compute_dtype != "float32":
-            self.train_model = self.model.clone(
-                dtype=step_lib.COMPUTE_DTYPES[config.train.compute_dtype])
 
     def setup_process(self):
         """Checks the ``diffusion`` section and builds the discrete schedule
@@ -357,7 +349,10 @@ class DiffusionTask(Task):
         train = rng is not None
         rngs = {"dropout": rng} if train else {}
 
-        model = self.train_model if train else self.model
+        # The network casts its input (float32, from the noise schedule) to
+        # its parameters' dtype: bfloat16 inside a mixed-precision training
+        # loss (Task.training_loss), float32 everywhere else.
+        model = self.model.clone(dtype=step_lib.params_dtype(params))
 
         def apply(x, t, y):
             return model.apply({"params": params}, x, t.astype(jnp.float32),

@@ -58,11 +58,23 @@ MODES = {"train": "train", "lower_only": "lower", "build_only": "build",
          "compile": "compile"}
 
 
+def stand_in(data_config) -> str | None:
+    """The stand-in (``STAND_INS``) for ``data_config``'s dataset when that
+    one cannot be loaded here, else None."""
+    from genjax import data as data_lib  # pylint: disable=import-outside-toplevel
+    if data_config.name not in STAND_INS:
+        return None
+    try:
+        data_lib.load_dataset(data_config)
+        return None
+    except data_lib.DatasetError:
+        return STAND_INS[data_config.name]
+
+
 def _config(experiment, preset: str, data_root: str, data_dir: str | None,
             overrides=()):
     """The preset's config with ``overrides`` (``(key, raw value)``), its
     data pointed at what can be had here, and the stand-in used (or None)."""
-    from genjax import data as data_lib  # pylint: disable=import-outside-toplevel
     config = experiment.get_config(preset)
     for key, raw in overrides:
         if _has_key(config, key):  # A text experiment has no sample quality.
@@ -73,14 +85,10 @@ def _config(experiment, preset: str, data_root: str, data_dir: str | None,
         config.data.manual_dir = local
     if data_dir is not None:
         config.data.data_dir = data_dir
-    stand_in = None
-    if name in STAND_INS:
-        try:
-            data_lib.load_dataset(config.data)
-        except data_lib.DatasetError:
-            stand_in = STAND_INS[name]
-            config.data.name = stand_in
-    return config, stand_in
+    used = stand_in(config.data)
+    if used:
+        config.data.name = used
+    return config, used
 
 
 def _has_key(config, dotted: str) -> bool:
@@ -148,9 +156,8 @@ def format_row(row: dict) -> str:
 
 def _parse(argv: list[str]) -> dict:
     flags = {"experiments": "", "presets": "", "lower_only": "", "build_only": "",
-             "train": "",
-             "compile": "", "data_root": "../shared/data", "workdir": None, "json": False,
-             "overrides": []}
+             "train": "", "compile": "", "data_root": "../shared/data", "workdir": None,
+             "json": False, "overrides": []}
     for arg in argv:
         if arg == "--json":
             flags["json"] = True

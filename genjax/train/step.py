@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from genjax.config import ConfigError
+from genjax.config import ConfigError, check_choice
 from genjax.train.state import TrainState
 
 DATA_AXIS = "data"
@@ -351,9 +351,7 @@ def mixed_precision(fn: Callable, compute_dtype: str = "float32") -> Callable:
     precision of accelerators (bfloat16 needs no loss scaling). Keys and
     integer arrays pass through. ``float32``: ``fn`` itself.
     """
-    if compute_dtype not in COMPUTE_DTYPES:
-        raise ConfigError(f"train.compute_dtype={compute_dtype!r}; valid: "
-                          f"{', '.join(COMPUTE_DTYPES)}")
+    check_choice("train.compute_dtype", compute_dtype, tuple(COMPUTE_DTYPES))
     if compute_dtype == "float32":
         return fn
     dtype = COMPUTE_DTYPES[compute_dtype]
