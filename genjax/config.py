@@ -244,6 +244,7 @@ def from_dict(d: dict) -> ml_collections.ConfigDict:
 BEFORE_KEY_EXISTED = {
     "vae.importance_samples": 1,  # the ELBO, as every VAE trained before
     "model.prior": "standard",  # N(0, I), as every VAE trained before
+    "train.compute_dtype": "float32",  # as every run trained before mixed precision
 }
 
 

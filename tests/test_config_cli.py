@@ -211,6 +211,13 @@ def test_model_diff_takes_a_switch_added_since_and_left_off_as_the_same_model():
     vae_config.vae.importance_samples = 5
     assert config_lib.diff(saved_vae, config_lib.to_dict(vae_config), absent_as_off=True) == [
         "vae.importance_samples: '<absent>' -> 5"]
+    # A run saved before mixed precision existed trained in float32.
+    saved_run = {"train": {"num_steps": 10}}
+    run_config = {"train": {"num_steps": 10, "compute_dtype": "float32"}}
+    assert config_lib.diff(saved_run, run_config, absent_as_off=True) == []
+    run_config["train"]["compute_dtype"] = "bfloat16"
+    assert config_lib.diff(saved_run, run_config, absent_as_off=True) == [
+        "train.compute_dtype: '<absent>' -> 'bfloat16'"]
     # Plain diff still reports the absent key.
     assert config_lib.diff({"a": 1}, {"a": 1, "b": False}) == ["b: '<absent>' -> False"]
 
