@@ -193,12 +193,22 @@ def test_the_one_class_smoke_study_averages_over_classes(shared_data_dir, tmp_pa
     for r in summary.values():
         assert r["classes"] == [0, 1]
         assert r["mean_auroc"] == pytest.approx(np.mean(r["per_class_auroc"]), abs=1e-4)
+        # The AUROC against each anomalous class: the other digits, each
+        # scored on its own; their mean over normal classes in the summary.
+        assert set(r["mean_auroc_by_anomaly"]) <= {str(d) for d in range(10)}
+    for record in result["records"]:
+        by_anomaly = record["auroc_by_anomaly"]
+        others = {str(d) for d in range(10)} - {str(record["normal_class"])}
+        assert set(by_anomaly) <= others and len(by_anomaly) >= 6  # 30 anomalies
+        assert min(by_anomaly.values()) <= record["auroc"] <= max(by_anomaly.values())
     # Each model saw its own class alone.
     saved = read_json(workdir / "gmm_mnist_class1" / "config.json")
     assert saved["data"]["classes"] == "1"
     # A digits mixture of one class tells that class from the others.
     assert summary["likelihood"]["mean_auroc"] > 0.8
-    assert "| mixture (EM) | `gmm_mnist` | likelihood |" in (workdir / "one_class.md").read_text()
+    md = (workdir / "one_class.md").read_text()
+    assert "| mixture (EM) | `gmm_mnist` | likelihood |" in md
+    assert "best score against each anomalous class" in md
 
 
 # --------------------------------------------------------------------------
