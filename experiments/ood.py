@@ -242,14 +242,18 @@ def binarise(images: np.ndarray, set_name: str) -> np.ndarray:
 
 
 def derived_scores(detector: Detector, scores: dict, background: dict | None,
-                   complexity_bits: np.ndarray) -> dict[str, np.ndarray]:
-    """The scores the table reports, from a model's own (``ood_scores``)."""
+                   complexity_bits: np.ndarray, reference: dict | None = None
+                   ) -> dict[str, np.ndarray]:
+    """The scores the table reports, from a model's own (``ood_scores``),
+    its background model's and its reference model's."""
     out = {}
     if detector.likelihood:
         nll = scores["nll"]
         out["likelihood"] = nll
         if background is not None:
             out["likelihood_ratio"] = nll - background["nll"]
+        if reference is not None:
+            out["reference_ratio"] = nll - reference["nll"]
         out["complexity"] = nll / np.log(2.0) - complexity_bits
     out.update({k: v for k, v in scores.items() if k != "nll"})
     return out
@@ -384,12 +388,23 @@ def one_class_config(config, label: int, experiment: str, num_train: int):
 def one_class(spec: str, workdir: str, *, preset: str = "cpu",
               detectors: tuple[str, ...] | None = None,
               classes: tuple[int, ...] | None = None, num_examples: int | None = None,
-              data_dir: str | None = None) -> dict:
+              data_dir: str | None = None, reference: str | None = None,
+              models: str | None = None) -> dict:
     """For each class: each detector trained on that class alone, scoring
     its test images (normal) against as many test images of the other
     classes (anomalies). Writes ``DIR/one_class.json`` (``records``: one per
     detector, score and class; ``summary``: the mean AUROC over classes)
-    and ``DIR/one_class.md``; returns the JSON."""
+    and ``DIR/one_class.md``; returns the JSON.
+
+    With ``reference`` (``NAME[:DIR]``, another dataset of the same image
+    shape), each likelihood detector's recipe is also trained once on it (or
+    read from ``models/<experiment>``, e.g. a head-to-head workdir on that
+    dataset; default ``DIR/reference_<NAME>``), and ``reference_ratio`` is
+    the one-class model's NLL minus the reference model's: the ratio of an
+    in-distribution to a general-domain likelihood (Schirrmeister et al.
+    2020), which cancels what makes an image likely under any model of
+    such images (few strokes, much background) and keeps what is specific
+    to the class."""
     if preset not in PRESETS:
         raise OODError(f"--preset={preset!r}; valid: {', '.join(PRESETS)}")
     name, manual_dir = compare.parse_dataset(spec)
@@ -410,6 +425,23 @@ def one_class(spec: str, workdir: str, *, preset: str = "cpu",
         raise OODError(str(e)) from None
     test = dataset.arrays("test")
     train_labels = dataset.arrays("train")["label"]
+    ref_name, ref_configs, ref_dirs = None, {}, {}
+    if reference:
+        ref_name, ref_dir = compare.parse_dataset(reference)
+        if ref_name == name and ref_dir == manual_dir:
+            raise OODError(f"--reference={reference!r} is the one-class dataset itself; "
+                           f"name another dataset of the same image shape")
+        ref_train = compare.load_dataset(ref_name, ref_dir, data_dir).arrays("train")
+        check_shapes(spec, test["image"], reference, ref_train["image"])
+        for det in chosen:
+            if det.likelihood:
+                # The whole recipe, its batch no larger than the reference.
+                ref_configs[det.experiment] = compare.shorten(
+                    detector_config(det, preset, ref_name, ref_dir, data_dir), 1.0,
+                    len(ref_train["image"]))
+                ref_dirs[det.experiment] = os.path.join(
+                    models or os.path.join(workdir, f"reference_{ref_name}"), det.experiment)
+        compare.split_cpu_for(list(ref_configs.values()))
     os.makedirs(workdir, exist_ok=True)
     records = []
     for c, label in enumerate(chosen_classes):
@@ -434,7 +466,17 @@ def one_class(spec: str, workdir: str, *, preset: str = "cpu",
             if kind not in complexity:
                 complexity[kind] = {k: detection.input_complexity_bits(
                     binarise(v, k) if kind == "binary" else v) for k, v in sets.items()}
-            derived = {k: derived_scores(det, own[k], None, complexity[kind][k])
+            ref_scores, ref_seconds = None, None
+            if det.experiment in ref_configs:
+                ref_config = ref_configs[det.experiment]
+                ref_seconds, _ = compare.train_or_reuse(det, ref_config,
+                                                        ref_dirs[det.experiment])
+                ref_scores = model_scores(
+                    ref_config, ref_dirs[det.experiment], det.experiment, sets, set_ids,
+                    os.path.join(workdir, "scores",
+                                 f"{det.experiment}_class{label}_reference_{ref_name}"))
+            derived = {k: derived_scores(det, own[k], None, complexity[kind][k],
+                                         None if ref_scores is None else ref_scores[k])
                        for k in sets}
             for score in derived["normal"]:
                 metrics = detection.summary(derived["normal"][score],
@@ -450,6 +492,8 @@ def one_class(spec: str, workdir: str, *, preset: str = "cpu",
                     "num_anomalous": len(anomalous), "preset": preset,
                     "train_steps": int(config.train.num_steps),
                     "train_seconds": train_seconds,
+                    **({"reference": ref_name, "reference_train_seconds": ref_seconds}
+                       if score == "reference_ratio" else {}),
                     **{k: round(v, 4) for k, v in metrics.items()},
                     "auroc_by_anomaly": by_class})
             result = {"records": records, "summary": one_class_summary(records)}
@@ -521,7 +565,13 @@ def render_one_class(result: dict) -> str:
               "preset's steps (an EM mixture: all of its iterations); its test "
               "images against as many of the other classes', AUROC with the "
               "anomalies as positives. Anchor: Deep SVDD, 0.948 mean on MNIST "
-              "(Ruff et al. 2018). Written by `python -m experiments.ood --one_class`."]
+              "(Ruff et al. 2018)."]
+    references = sorted({r["reference"] for r in result["records"] if r.get("reference")})
+    if references:
+        lines.append(f"`reference_ratio`: the NLL minus that of the same recipe trained "
+                     f"on {', '.join(references)} (`--reference`), a general-domain "
+                     f"likelihood ratio (Schirrmeister et al. 2020).")
+    lines.append("Written by `python -m experiments.ood --one_class`.")
     return "\n".join(lines)
 
 
@@ -614,21 +664,27 @@ def _save_set_grid(sets: dict, path: str) -> None:
 # The command line.
 
 USAGE = ("usage: python -m experiments.ood (--in=NAME[:DIR] --out=NAME[:DIR] "
-         "[--models=DIR] | --one_class=NAME[:DIR] [--classes=0,1]) --workdir=DIR "
+         "[--models=DIR] | --one_class=NAME[:DIR] [--classes=0,1] "
+         "[--reference=NAME[:DIR] [--models=DIR]]) --workdir=DIR "
          "[--preset=smoke|cpu] [--detectors=a,b] [--num_examples=N] [--data_dir=DIR]")
 
 
 def parse_args(argv: list[str]) -> dict:
     args = compare.parse_flags(
         argv, {"in", "out", "workdir", "preset", "detectors", "num_examples", "models",
-               "data_dir", "one_class", "classes"}, (), USAGE, OODError,
+               "data_dir", "one_class", "classes", "reference"}, (), USAGE, OODError,
         ints=("num_examples",), int_lists=("classes",), name_lists=("detectors",))
     required = ("one_class", "workdir") if "one_class" in args else ("in", "out", "workdir")
     for key in required:
         if not args.get(key):
             raise OODError(f"--{key} is required; {USAGE}")
-    if "one_class" in args and ({"in", "out", "models"} & set(args)):
-        raise OODError(f"--one_class takes no --in, --out or --models; {USAGE}")
+    if "one_class" in args and ({"in", "out"} & set(args)):
+        raise OODError(f"--one_class takes no --in or --out; {USAGE}")
+    if "one_class" in args and "models" in args and "reference" not in args:
+        raise OODError(f"--models with --one_class reads the --reference models; "
+                       f"pass --reference=NAME[:DIR] too; {USAGE}")
+    if "reference" in args and "one_class" not in args:
+        raise OODError(f"--reference applies to --one_class; {USAGE}")
     return args
 
 
@@ -638,7 +694,8 @@ def main(argv: list[str]) -> int:
         if "one_class" in args:
             one_class(args["one_class"], args["workdir"], preset=args["preset"],
                       detectors=args.get("detectors"), classes=args.get("classes"),
-                      num_examples=args.get("num_examples"), data_dir=args.get("data_dir"))
+                      num_examples=args.get("num_examples"), data_dir=args.get("data_dir"),
+                      reference=args.get("reference"), models=args.get("models"))
         else:
             ood(args["in"], args["out"], args["workdir"], preset=args["preset"],
                 detectors=args.get("detectors"), num_examples=args.get("num_examples"),

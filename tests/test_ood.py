@@ -75,7 +75,11 @@ def test_flags_and_bad_input_are_one_line_errors(tmp_path, capsys):
                          "--one_class takes no --in"),
                         (["--in=a", "--out=b", "--workdir=w", "--oot=c"], "unknown flag --oot"),
                         (["--one_class=digits", "--workdir=w", "--classes=x"],
-                         "--classes='x'")):
+                         "--classes='x'"),
+                        (["--in=a", "--out=b", "--workdir=w", "--reference=c"],
+                         "--reference applies to --one_class"),
+                        (["--one_class=digits", "--workdir=w", "--models=m"],
+                         "reads the --reference models")):
         with pytest.raises(ood.OODError, match=named):
             ood.parse_args(argv)
     wd = tmp_path / "wd"
@@ -96,6 +100,13 @@ def test_flags_and_bad_input_are_one_line_errors(tmp_path, capsys):
                      "--detectors=gmm_mnist"]) == 2
     assert_one_error_line(capsys.readouterr().err, "images of shape (28, 28, 1)",
                           "has (8, 8, 1)")
+    # A one-class reference of another size, or the dataset itself.
+    assert ood.main(["--one_class=digits", f"--reference=image_folder:{folder}",
+                     f"--workdir={wd}", "--detectors=gmm_mnist"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "(28, 28, 1)", "(8, 8, 1)")
+    assert ood.main(["--one_class=digits", "--reference=digits", f"--workdir={wd}",
+                     "--detectors=gmm_mnist"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "is the one-class dataset itself")
     assert not wd.exists()
 
 
@@ -185,11 +196,33 @@ def test_the_smoke_study_scores_every_set_and_reuses_its_scores(ood_study, monke
 @pytest.mark.slow
 def test_the_one_class_smoke_study_averages_over_classes(shared_data_dir, tmp_path):
     workdir = tmp_path / "one_class"
+    # A general-domain reference of the digits' shape: blurred blobs.
+    reference = tmp_path / "blobs"
+    reference.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(48):
+        blob = np.zeros((8, 8))
+        y, x = rng.integers(1, 7, 2)
+        blob[y - 1:y + 2, x - 1:x + 2] = rng.uniform(0.5, 1.0)
+        Image.fromarray((blob * 255).astype(np.uint8)).save(reference / f"{i}.png")
     result = ood.one_class("digits", str(workdir), preset="smoke", detectors=("gmm_mnist",),
-                           classes=(0, 1), num_examples=30, data_dir=str(shared_data_dir))
+                           classes=(0, 1), num_examples=30, data_dir=str(shared_data_dir),
+                           reference=f"image_folder:{reference}")
     assert read_json(workdir / "one_class.json") == json.loads(json.dumps(result))
     summary = {r["score"]: r for r in result["summary"]}
-    assert set(summary) == {"likelihood", "complexity"}
+    assert set(summary) == {"likelihood", "complexity", "reference_ratio"}
+    # The reference model: trained once, on the reference images alone; the
+    # ratio is the one-class NLL minus its NLL on the same images.
+    saved = read_json(workdir / "reference_image_folder" / "gmm_mnist" / "config.json")
+    assert saved["data"]["name"] == "image_folder" and not saved["data"].get("classes")
+    for label in (0, 1):
+        scores = workdir / "scores"
+        own = np.load(scores / f"gmm_mnist_class{label}" / "normal.npz")["nll"]
+        ref = np.load(scores / f"gmm_mnist_class{label}_reference_image_folder"
+                      / "normal.npz")["nll"]
+        assert not np.allclose(own, ref)
+    ratio_records = [r for r in result["records"] if r["score"] == "reference_ratio"]
+    assert {r["reference"] for r in ratio_records} == {"image_folder"}
     for r in summary.values():
         assert r["classes"] == [0, 1]
         assert r["mean_auroc"] == pytest.approx(np.mean(r["per_class_auroc"]), abs=1e-4)
