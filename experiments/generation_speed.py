@@ -13,12 +13,11 @@ nanoGPT's default start):
 
 * genjax: compile time (``lower`` + ``compile`` of the whole generation),
   first-token latency (a compiled prefill and draw, timed alone), and the
-  wall time of the whole generation after compilation (median of 7);
+  wall time of the whole generation after compilation (median of 3);
 * PyTorch: nanoGPT's ``generate`` loop (crop, forward, last position's
   logits, temperature, softmax, multinomial) in eager mode under
   ``torch.no_grad``, on a model holding the very same weights, its first
-  token and its whole generation timed (median of 7, each whole run
-  alternating with genjax's so that both see the same machine; one run for the
+  token and its whole generation timed (median of 3; one run for the
   largest batches when a run takes over 20 s).
 
 Both draw at temperature 1 with no top-k filter. The weights are those of a
@@ -50,7 +49,7 @@ log = logging.getLogger("genjax")
 PRESETS = ("cpu", "smoke")
 USAGE = ("usage: python -m experiments.generation_speed --workdir=DIR [--run=RUN_DIR] "
          "[--preset=cpu] [--batches=1,8,64] [--new_tokens=500] [--torch=true]")
-REPEATS = 7  # whole generations, genjax's and PyTorch's interleaved run by run
+REPEATS = 3
 SLOW_SECONDS = 20.0  # a PyTorch run longer than this is timed once
 
 
@@ -215,29 +214,23 @@ def measure(workdir: str, *, preset: str = "cpu", run_dir: str | None = None,
         jax.block_until_ready(first(params, prompt, key))
         first_seconds = _median_time(
             lambda: jax.block_until_ready(first(params, prompt, key)), REPEATS)
-        idx = None if model is None else torch.zeros((batch, 1), dtype=torch.long)
-        # The two whole generations alternate, so a slower spell of the
-        # machine falls on both; a PyTorch run over SLOW_SECONDS is not repeated.
-        ours, theirs = [], []
-        for _ in range(REPEATS):
-            ours.append(_median_time(
-                lambda: jax.block_until_ready(whole(params, prompt, key)), 1))
-            if idx is not None and not (theirs and theirs[0] > SLOW_SECONDS):
-                with torch.no_grad():
-                    theirs.append(_median_time(
-                        lambda: torch_generate(torch, model, idx, new_tokens, block), 1))
-        seconds = float(np.median(ours))
+        seconds = _median_time(
+            lambda: jax.block_until_ready(whole(params, prompt, key)), REPEATS)
         row = {"batch": batch, "genjax_compile_seconds": compile_seconds,
                "genjax_first_token_seconds": first_seconds,
                "genjax_seconds": seconds,
                "genjax_tokens_per_second": batch * new_tokens / seconds}
-        if idx is not None:
+        if model is not None:
+            idx = torch.zeros((batch, 1), dtype=torch.long)
             with torch.no_grad():
                 torch_first = _median_time(lambda: torch_generate(
                     torch, model, idx, 1, block, first_token_only=True), REPEATS)
-            torch_seconds = float(np.median(theirs))
+                t0 = time.perf_counter()
+                torch_generate(torch, model, idx, new_tokens, block)
+                once = time.perf_counter() - t0
+                torch_seconds = once if once > SLOW_SECONDS else _median_time(
+                    lambda: torch_generate(torch, model, idx, new_tokens, block), REPEATS)
             row.update(torch_first_token_seconds=torch_first, torch_seconds=torch_seconds,
-                       torch_runs=len(theirs),
                        torch_tokens_per_second=batch * new_tokens / torch_seconds,
                        speedup=torch_seconds / seconds)
         log.info("generation_speed: %s", {k: round(v, 4) for k, v in row.items()})
@@ -266,8 +259,7 @@ def render(result: dict) -> str:
     check = result.get("check")
     lines += ["", f"{n} new tokens after a one-character prompt, temperature 1, "
               f"`block_size` {result['block_size']}; wall times after compilation, "
-              f"median of {REPEATS}, the two interleaved run by run (one PyTorch "
-              f"run where it took over {SLOW_SECONDS:g} s); PyTorch {result.get('torch', '—')} eager on "
+              f"median of {REPEATS}; PyTorch {result.get('torch', '—')} eager on "
               f"{result.get('torch_threads', '—')} threads, genjax on one "
               f"{result['device']} device (JAX {result['jax']})."]
     if check:
