@@ -93,6 +93,10 @@ def generator_config(gen: Generator, preset: str, dataset: str, manual_dir: str 
     the sample-quality protocol."""
     config = compare.row_config(gen, preset, dataset, manual_dir, data_dir)
     config.model.class_conditional = True
+    if config.model.get("code_classes"):
+        # The label takes the place of InfoGAN's unsupervised categorical
+        # code (both are the latent's one-hot slot).
+        config.model.code_classes = 0
     config.data.examples_per_class = int(size)
     config.data.subset_seed = int(seed)
     config.seed = int(seed)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_error_line, read_json
-from experiments import ood
+from experiments import augment, ood
 from genjax import data as data_lib
 from genjax import registry
 
@@ -246,6 +246,19 @@ def test_the_one_class_smoke_study_averages_over_classes(shared_data_dir, tmp_pa
 
 # --------------------------------------------------------------------------
 # Data augmentation (experiments/augment.py).
+
+
+@pytest.mark.parametrize("preset", augment.PRESETS)
+def test_every_generator_recipe_builds_class_conditional(shared_data_dir, preset):
+    # The cpu presets differ from smoke (the DCGAN's InfoGAN code): each
+    # generator's task must accept its conditional recipe before a study
+    # spends hours on the generators before it.
+    dataset = augment.compare.load_dataset("digits", None, str(shared_data_dir))
+    for gen in augment.GENERATORS:
+        config = augment.generator_config(gen, preset, "digits", None, 10, 0,
+                                          str(shared_data_dir))
+        task = registry.get(gen.experiment).make_task(config, dataset)
+        assert config.model.class_conditional and task is not None
 
 
 def test_augment_flags_and_bad_input_are_one_line_errors(tmp_path, capsys):
