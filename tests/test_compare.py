@@ -222,3 +222,25 @@ def test_a_resumed_row_takes_its_time_from_its_log(tmp_path, monkeypatch):
     (workdir / "config.json").write_text(json.dumps(config_lib.to_dict(config)))
     (workdir / "eval.json").write_text(json.dumps({"step": config.train.num_steps}))
     assert compare.train_or_reuse(row, config, str(workdir)) == (500.0, "log")
+
+
+def test_a_shortened_recipe_shortens_its_warmup_and_its_average_in_proportion():
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    config = ml_collections.ConfigDict({"train": {
+        "num_steps": 2200, "warmup_steps": 200, "ema_decay": 0.995, "batch_size": 64,
+        "eval_every": 1100, "checkpoint_every": 1000}})
+    compare.shorten(config, 0.125, 1000)
+    t = config.train
+    assert (t.num_steps, t.warmup_steps, t.eval_every) == (275, 25, 275)
+    # The average's horizon, 1 / (1 - decay), from 200 steps to 25: after
+    # the run, the initial weights' share is 0.96^275, not 0.995^275 = 0.25.
+    assert 1.0 / (1.0 - t.ema_decay) == pytest.approx(25.0)
+    assert t.ema_decay ** t.num_steps < 1e-4
+    # No average stays none; a full-length recipe is left as it is.
+    config.train.ema_decay = 0.0
+    compare.shorten(config, 0.5, 1000)
+    assert config.train.ema_decay == 0.0 and config.train.num_steps == 138
+    full = ml_collections.ConfigDict({"train": {"num_steps": 900, "ema_decay": 0.999,
+                                                "batch_size": 64}})
+    compare.shorten(full, 1.0, 1000)
+    assert full.train.ema_decay == 0.999 and full.train.num_steps == 900
