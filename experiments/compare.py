@@ -174,7 +174,9 @@ _NOT_RECIPE_TRAIN = ("allow_fresh_start", "checkpoint_every", "eval_every",
                      "keep_checkpoints", "log_every")
 
 
-def _recipe(config: dict) -> dict:
+def recipe_of(config: dict) -> dict:
+    """What of a saved config (a dict) makes the trained model: the
+    recipe that ``finished`` compares."""
     recipe = {k: v for k, v in config.items() if k not in _NOT_RECIPE}
     # Which examples train is part of the recipe (genjax.data.subsets).
     recipe["data_subset"] = {k: v for k, v in config.get("data", {}).items()
@@ -198,7 +200,7 @@ def finished(config, workdir: str) -> bool:
         return False
     with open(saved_path, encoding="utf-8") as f:
         saved = json.load(f)
-    changes = config_lib.diff(_recipe(saved), _recipe(config_lib.to_dict(config)),
+    changes = config_lib.diff(recipe_of(saved), recipe_of(config_lib.to_dict(config)),
                               absent_as_off=True)
     dataset = saved.get("data", {}).get("name")
     if dataset != config.data.name:

@@ -48,6 +48,7 @@ checks the whole pipeline in minutes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -189,16 +190,20 @@ def _batched_scores(fn, params, images: np.ndarray, key, size: int
 def model_scores(config, run_dir: str, experiment: str, sets: dict[str, np.ndarray],
                  set_ids: dict[str, str], cache_dir: str) -> dict[str, dict]:
     """``{set: {score: [n]}}`` of the model in ``run_dir``, each set's scores
-    kept in ``cache_dir/<set>.npz`` with the run, its checkpoint step and the
-    set's id: a rerun restores nothing it does not need."""
+    kept in ``cache_dir/<set>.npz`` with the run, its recipe, its checkpoint
+    step and the set's id: a rerun restores nothing it does not need, and a
+    run trained again to another recipe in the same place is scored again
+    (scores kept before the recipe was recorded are taken as they are)."""
     step = artifacts.evaluated_step(run_dir)
+    recipe = _recipe_id(run_dir)
     out, missing = {}, []
     for name in sets:
         path = os.path.join(cache_dir, f"{name}.npz")
         if os.path.isfile(path):
             with np.load(path) as cached:
                 if (str(cached["_id"]) == set_ids[name] and int(cached["_step"]) == step
-                        and str(cached["_run"]) == os.path.abspath(run_dir)):
+                        and str(cached["_run"]) == os.path.abspath(run_dir)
+                        and str(cached.get("_recipe", recipe)) == recipe):
                     out[name] = {k: cached[k] for k in cached.files if not k.startswith("_")}
                     continue
         missing.append(name)
@@ -226,13 +231,25 @@ def model_scores(config, run_dir: str, experiment: str, sets: dict[str, np.ndarr
             artifacts.write_npz(os.path.join(cache_dir, f"{name}.npz"), **scores,
                                 _id=np.array(set_ids[name]),
                                 _step=np.array(restored_step),
-                                _run=np.array(os.path.abspath(run_dir)))
+                                _run=np.array(os.path.abspath(run_dir)),
+                                _recipe=np.array(recipe))
             out[name] = scores
             log.info("ood: %s on %s: %d images in %.1f s", experiment, name,
                      len(images), time.perf_counter() - t0)
     finally:
         run.checkpointer.close()
     return out
+
+
+def _recipe_id(run_dir: str) -> str:
+    """A digest of the recipe the run in ``run_dir`` was trained to."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    return hashlib.sha256(json.dumps(compare.recipe_of(saved), sort_keys=True)
+                          .encode()).hexdigest()[:16]
 
 
 def binarise(images: np.ndarray, set_name: str) -> np.ndarray:

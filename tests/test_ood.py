@@ -244,6 +244,33 @@ def test_the_one_class_smoke_study_averages_over_classes(shared_data_dir, tmp_pa
     assert "best score against each anomalous class" in md
 
 
+def test_kept_scores_are_reused_only_for_the_same_recipe(shared_data_dir, tmp_path,
+                                                          monkeypatch):
+    workdir = tmp_path / "one_class"
+    ood.one_class("digits", str(workdir), preset="smoke", detectors=("gmm_mnist",),
+                  classes=(3,), num_examples=20, data_dir=str(shared_data_dir))
+    run_dir, cache = str(workdir / "gmm_mnist_class3"), workdir / "scores" / "gmm_mnist_class3"
+    config = ood.one_class_config(
+        ood.detector_config(ood.DETECTORS[4], "smoke", "digits", None, str(shared_data_dir)),
+        3, "gmm_mnist", 100)
+    dataset = ood.compare.load_dataset("digits", None, str(shared_data_dir)).arrays("test")
+    sets = {"normal": ood._first(dataset["image"][dataset["label"] == 3], 20)}
+    ids = {"normal": json.dumps({"in": "digits", "class": 3, "set": "normal", "n": 20})}
+
+    class Restored(Exception):
+        pass
+
+    def restore(*args, **kwargs):
+        raise Restored
+    monkeypatch.setattr(ood.modes, "restore_for_inference", restore)
+    kept = ood.model_scores(config, run_dir, "gmm_mnist", sets, ids, str(cache))
+    assert set(kept["normal"]) == {"nll"}  # from the cache, nothing restored
+    # The same place trained again to another recipe: scored again.
+    monkeypatch.setattr(ood, "_recipe_id", lambda run_dir: "another recipe")
+    with pytest.raises(Restored):
+        ood.model_scores(config, run_dir, "gmm_mnist", sets, ids, str(cache))
+
+
 # --------------------------------------------------------------------------
 # Data augmentation (experiments/augment.py).
 
