@@ -463,8 +463,9 @@ def one_class(spec: str, workdir: str, *, preset: str = "cpu",
     records = []
     for c, label in enumerate(chosen_classes):
         normal = _first(test["image"][test["label"] == label], n)
-        anomalous = _first(test["image"][test["label"] != label], n)
-        anomalous_labels = _first(test["label"][test["label"] != label], n)
+        anomalous_index = _first(np.flatnonzero(test["label"] != label), n)
+        anomalous = test["image"][anomalous_index]
+        anomalous_labels = test["label"][anomalous_index]
         sets = {"normal": normal, "anomalous": anomalous}
         set_ids = {k: json.dumps({"in": name, "class": int(label), "set": k, "n": n})
                    for k in sets}
@@ -499,9 +500,9 @@ def one_class(spec: str, workdir: str, *, preset: str = "cpu",
                 metrics = detection.summary(derived["normal"][score],
                                             derived["anomalous"][score])
                 # Which anomalies the score misses: its AUROC against each class.
-                by_class = {str(a): round(detection.summary(
+                by_class = {str(a): round(detection.auroc(
                     derived["normal"][score],
-                    derived["anomalous"][score][anomalous_labels == a])["auroc"], 4)
+                    derived["anomalous"][score][anomalous_labels == a]), 4)
                     for a in np.unique(anomalous_labels)}
                 records.append({
                     "family": det.family, "experiment": det.experiment, "score": score,
