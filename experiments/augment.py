@@ -80,6 +80,7 @@ STEP_FRACTION = {"smoke": 1.0, "cpu": 0.125}
 CLASSIFIER_RECIPE = {**classifier_lib.RECIPE, "version": "augment-1", "batch_size": 32,
                      "epochs": 1, "holdout_every": 10 ** 9}
 CLASSIFIER_STEPS = {"smoke": 60, "cpu": 1500}
+LOW_DATA_DIFF_AUGMENT = "color,translation,cutout"
 
 
 class AugmentError(compare.CompareError):
@@ -97,6 +98,12 @@ def generator_config(gen: Generator, preset: str, dataset: str, manual_dir: str 
         # The label takes the place of InfoGAN's unsupervised categorical
         # code (both are the latent's one-hot slot).
         config.model.code_classes = 0
+    if "gan" in config and "diff_augment" in config.gan:
+        # A discriminator trained on a few hundred images memorises them and
+        # the generator learns nothing (at 10 per class, D calls held-out
+        # real digits fake); DiffAugment is the few-shot fix (Zhao et al.
+        # 2020, their 100-shot policy).
+        config.gan.diff_augment = LOW_DATA_DIFF_AUGMENT
     config.data.examples_per_class = int(size)
     config.data.subset_seed = int(seed)
     config.seed = int(seed)
@@ -153,19 +160,22 @@ def train_classifier(train_images, train_labels, test, num_classes: int, seed: i
     return float(meta["test_accuracy"])
 
 
-def _result(workdir: str, key: dict, compute) -> float:
-    """A classifier's accuracy, kept in ``workdir/classifiers/<key>.json``."""
+def _result(workdir: str, key: dict, compute, generator: str = "") -> float:
+    """A classifier's accuracy, kept in ``workdir/classifiers/<key>.json``
+    with ``generator``, the digest of the recipe its synthetic images come
+    from (``compare.recipe_id``): a generator trained again to another
+    recipe gets its classifiers trained again."""
     name = "_".join(f"{k}{v}" for k, v in key.items()).replace(" ", "")
     path = os.path.join(workdir, "classifiers", f"{name}.json")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
-        if saved.get("key") == key:
+        if saved.get("key") == key and saved.get("generator", "") == generator:
             return float(saved["accuracy"])
     t0 = time.perf_counter()
     accuracy = compute()
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    artifacts.write_json(path, {"key": key, "accuracy": accuracy,
+    artifacts.write_json(path, {"key": key, "generator": generator, "accuracy": accuracy,
                                 "seconds": round(time.perf_counter() - t0, 2)})
     return accuracy
 
@@ -229,6 +239,7 @@ def augment(dataset_spec: str, workdir: str, *, preset: str = "cpu",
                 train_seconds, _ = compare.train_or_reuse(g, config, run_dir)
                 most = int(np.ceil(max(max(ratios), 1.0) * size))
                 syn_x, syn_y = synthetic(config, run_dir, g.experiment, most, k)
+                recipe = compare.recipe_id(run_dir)
                 if size == sizes[0] and seed == seeds[0]:
                     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
                     image_lib.save_png(
@@ -240,14 +251,16 @@ def augment(dataset_spec: str, workdir: str, *, preset: str = "cpu",
                     y = np.concatenate([real_y, syn_y[:m]])
                     acc = _result(workdir, dict(base_key, family=g.experiment, ratio=ratio),
                                   lambda x=x, y=y: train_classifier(
-                                      x, y, test, k, seed, steps, f"{name}_aug"))
+                                      x, y, test, k, seed, steps, f"{name}_aug"),
+                                  recipe)
                     records.append({"family": g.family, "experiment": g.experiment,
                                     "per_class": size, "seed": seed, "ratio": ratio,
                                     "accuracy": acc, "generator_train_seconds": train_seconds})
                 n_syn = size * k
                 cas_acc = _result(workdir, dict(base_key, family=g.experiment, ratio="cas"),
                                   lambda: train_classifier(syn_x[:n_syn], syn_y[:n_syn], test,
-                                                           k, seed, steps, f"{name}_cas"))
+                                                           k, seed, steps, f"{name}_cas"),
+                                  recipe)
                 cas.append({"family": g.family, "experiment": g.experiment,
                             "per_class": size, "seed": seed, "cas": cas_acc,
                             "real_accuracy": real_acc})

@@ -31,6 +31,7 @@ whole pipeline in minutes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -184,6 +185,20 @@ def recipe_of(config: dict) -> dict:
     recipe["train"] = {k: v for k, v in recipe.get("train", {}).items()
                        if k not in _NOT_RECIPE_TRAIN}
     return recipe
+
+
+def recipe_id(run_dir: str) -> str:
+    """A digest of the recipe the run in ``run_dir`` was trained to ("" for
+    a folder without a run): what a study keeps beside anything it computed
+    from the run, so that a run trained again to another recipe in the same
+    place is not read through the old one's results."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    return hashlib.sha256(json.dumps(recipe_of(saved), sort_keys=True)
+                          .encode()).hexdigest()[:16]
 
 
 def finished(config, workdir: str) -> bool:

@@ -48,7 +48,6 @@ checks the whole pipeline in minutes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -195,7 +194,7 @@ def model_scores(config, run_dir: str, experiment: str, sets: dict[str, np.ndarr
     run trained again to another recipe in the same place is scored again
     (scores kept before the recipe was recorded are taken as they are)."""
     step = artifacts.evaluated_step(run_dir)
-    recipe = _recipe_id(run_dir)
+    recipe = compare.recipe_id(run_dir)
     out, missing = {}, []
     for name in sets:
         path = os.path.join(cache_dir, f"{name}.npz")
@@ -239,17 +238,6 @@ def model_scores(config, run_dir: str, experiment: str, sets: dict[str, np.ndarr
     finally:
         run.checkpointer.close()
     return out
-
-
-def _recipe_id(run_dir: str) -> str:
-    """A digest of the recipe the run in ``run_dir`` was trained to."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        return ""
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    return hashlib.sha256(json.dumps(compare.recipe_of(saved), sort_keys=True)
-                          .encode()).hexdigest()[:16]
 
 
 def binarise(images: np.ndarray, set_name: str) -> np.ndarray:

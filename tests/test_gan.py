@@ -20,8 +20,9 @@ from conftest import (assert_one_error_line, assert_trees_bitwise_equal,
                       run_cli, run_python, set_overrides)
 
 from experiments import dcgan_cifar10, dcgan_mnist, gan_mnist
+from genjax import data as data_lib
 from genjax.models import gan as gan_models
-from genjax.objectives import adversarial
+from genjax.objectives import adversarial, diffaugment
 from genjax.train import checkpoint as ckpt_lib
 from genjax.train import loop
 
@@ -476,6 +477,87 @@ def test_non_finite_player_metric_keeps_last_checkpoint(metric, data_dir, tmp_pa
     assert [r["step"] for r in read_jsonl(workdir / "metrics.jsonl")] == [4, 5]
 
 
+# --------------------------------------------------------------------------
+# DiffAugment (Zhao et al. 2020).
+
+
+def _dot_images(n=64, h=8, w=8):
+    """One bright pixel per image, at (3, 4), on a background of -1."""
+    x = -np.ones((n, h, w, 1), np.float32)
+    x[:, 3, 4, 0] = 1.0
+    return jnp.asarray(x)
+
+
+def test_translation_moves_each_image_by_at_most_an_eighth():
+    x = _dot_images()
+    y = np.asarray(diffaugment.translation(x, jax.random.key(0)))
+    shifts = set()
+    for img in y[..., 0]:
+        rows, cols = np.nonzero(img == 1.0)
+        assert len(rows) == 1  # the dot moved, nothing else became bright
+        dy, dx = rows[0] - 3, cols[0] - 4
+        assert abs(dy) <= 1 and abs(dx) <= 1  # 8 * 0.125 = 1 pixel
+        shifts.add((dy, dx))
+        # Pixels shifted in from outside are zeros; the rest is background.
+        assert set(np.unique(img)) <= {-1.0, 0.0, 1.0}
+    assert len(shifts) > 4  # each image draws its own shift
+
+
+def test_cutout_zeroes_one_square_of_half_the_size_per_image():
+    x = jnp.ones((32, 8, 8, 1))
+    y = np.asarray(diffaugment.cutout(x, jax.random.key(1)))
+    holes = y[..., 0] == 0.0
+    assert set(np.unique(y)) == {0.0, 1.0}
+    for hole in holes:
+        rows, cols = np.nonzero(hole)
+        # A 4x4 square, clipped where it crosses an edge.
+        assert 1 <= len(rows) <= 16
+        assert hole[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+        assert rows.max() - rows.min() < 4 and cols.max() - cols.min() < 4
+    assert holes.sum(axis=(1, 2)).max() == 16  # some squares lie wholly inside
+
+
+def test_color_shifts_and_scales_each_image_and_passes_gradients():
+    x = jax.random.uniform(jax.random.key(2), (16, 6, 6, 3), minval=-1, maxval=1)
+    y = diffaugment.color(x, jax.random.key(3))
+    assert y.shape == x.shape
+    assert len({round(float(m), 4) for m in jnp.mean(y - x, axis=(1, 2, 3))}) > 8
+    grad = jax.grad(lambda x: jnp.sum(diffaugment.diff_augment(
+        x, ("color", "translation", "cutout"), jax.random.key(4)) ** 2))(x)
+    assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).sum()) > 0
+
+
+def test_policy_parsing_and_identity():
+    assert diffaugment.parse_policy("") == ()
+    assert diffaugment.parse_policy("translation, cutout") == ("translation", "cutout")
+    with pytest.raises(ValueError, match="flip"):
+        diffaugment.parse_policy("flip")
+    x = _dot_images()
+    assert diffaugment.diff_augment(x, (), jax.random.key(0)) is x
+
+
+def test_diff_augment_trains_and_only_training_sees_it(data_dir, tmp_path):
+    """The option reaches the task, transforms only when set, and a DCGAN
+    trains with it."""
+    overrides = {"train.num_steps": 4, "train.log_every": 2, "train.checkpoint_every": 4,
+                 "train.eval_every": 4, "eval.sample_quality.num_samples": 0,
+                 "eval.sample_quality.num_samples_during_training": 0}
+    config = gan_config(dcgan_mnist, data_dir=data_dir, **overrides,
+                        **{"gan.diff_augment": "color,translation,cutout"})
+    dataset = data_lib.load_dataset(config.data)
+    task = dcgan_mnist.EXPERIMENT.make_task(config, dataset)
+    assert task.diff_augment == ("color", "translation", "cutout")
+    x = jnp.zeros((4, 8, 8, 1))
+    assert not np.allclose(task.augmented(x, jax.random.key(0), 0), x)
+    plain = dcgan_mnist.EXPERIMENT.make_task(gan_config(dcgan_mnist, data_dir=data_dir),
+                                             dataset)
+    assert plain.augmented(x, jax.random.key(0), 0) is x
+    loop.train_and_evaluate(config, str(tmp_path / "wd"), dcgan_mnist.EXPERIMENT.make_task)
+    rows = read_jsonl(tmp_path / "wd" / "metrics.jsonl")
+    assert [r["step"] for r in rows if "train/d_loss" in r] == [2, 4]
+    assert all(np.isfinite(r["train/d_loss"]) for r in rows if "train/d_loss" in r)
+
+
 @pytest.mark.parametrize("loss", ["minimax", "hinge"])
 def test_other_losses_and_r1_train(loss, data_dir, tmp_path):
     config = gan_config(gan_mnist, data_dir=data_dir, **{
@@ -496,6 +578,8 @@ def test_other_losses_and_r1_train(loss, data_dir, tmp_path):
     ("--config.model.dense_hidden=-1", ["model.dense_hidden=-1", ">= 0"]),
     ("--config.model.code_classes=1", ["model.code_classes=1", "at least 2"]),
     ("--config.gan.info_weight=-1", ["gan.info_weight=-1", ">= 0"]),
+    ("--config.gan.diff_augment=color,flip", ["gan.diff_augment='color,flip'", "flip",
+                                              "translation"]),
 ])
 def test_config_mistakes_exit_2_and_write_nothing(override, named, data_dir,
                                                   tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_error_line, read_json
-from experiments import augment, ood
+from experiments import augment, compare, ood
 from genjax import data as data_lib
 from genjax import registry
 
@@ -266,7 +266,7 @@ def test_kept_scores_are_reused_only_for_the_same_recipe(shared_data_dir, tmp_pa
     kept = ood.model_scores(config, run_dir, "gmm_mnist", sets, ids, str(cache))
     assert set(kept["normal"]) == {"nll"}  # from the cache, nothing restored
     # The same place trained again to another recipe: scored again.
-    monkeypatch.setattr(ood, "_recipe_id", lambda run_dir: "another recipe")
+    monkeypatch.setattr(compare, "recipe_id", lambda run_dir: "another recipe")
     with pytest.raises(Restored):
         ood.model_scores(config, run_dir, "gmm_mnist", sets, ids, str(cache))
 
@@ -286,6 +286,9 @@ def test_every_generator_recipe_builds_class_conditional(shared_data_dir, preset
                                           str(shared_data_dir))
         task = registry.get(gen.experiment).make_task(config, dataset)
         assert config.model.class_conditional and task is not None
+        if "gan" in config:  # the few-shot GAN trains with DiffAugment
+            assert config.gan.diff_augment == augment.LOW_DATA_DIFF_AUGMENT
+            assert task.diff_augment == ("color", "translation", "cutout")
 
 
 def test_augment_flags_and_bad_input_are_one_line_errors(tmp_path, capsys):
@@ -344,6 +347,19 @@ def test_the_augment_smoke_study_trains_on_the_subset_alone_and_reuses(
     monkeypatch.setattr(augment.modes, "restore_for_inference", _never)
     monkeypatch.setattr(augment.compare.loop, "train_and_evaluate", _never)
     assert augment.augment("digits", str(workdir), **kwargs) == result
+
+    # A generator of another recipe in the same place: its classifiers train
+    # again (the real-only ones do not).
+    trained = []
+    monkeypatch.setattr(augment.classifier_lib, "train_classifier",
+                        lambda dataset, recipe, log: trained.append(dataset.name)
+                        or (None, {"test_accuracy": 0.5}))
+    monkeypatch.setattr(augment.compare, "recipe_id", lambda run_dir: "another recipe")
+    again = augment.augment("digits", str(workdir), **kwargs)
+    assert sorted(trained) == sorted(["digits_aug"] * 4 + ["digits_cas"] * 2)
+    assert {r["accuracy"] for r in again["records"] if r["family"] == "VAE"} == {0.5}
+    assert [r["accuracy"] for r in again["records"] if r["family"] == "real only"] == [
+        r["accuracy"] for r in records if r["family"] == "real only"]
 
 
 # --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from genjax import config as config_lib
 from genjax.config import ConfigError, check_choice
 from genjax.evaluate import sample_quality
 from genjax.models import gan as gan_models
-from genjax.objectives import adversarial
+from genjax.objectives import adversarial, diffaugment
 from genjax.tasks.base import Task, conditional_classes
 from genjax.train import step as step_lib
 from genjax.train import two_player
@@ -72,6 +72,10 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     g.loss = "non_saturating"  # minimax | non_saturating | hinge
     g.n_disc = 1  # discriminator steps per generator step
     g.r1_gamma = 0.0  # R1 penalty weight on real data; 0 disables
+    # DiffAugment (Zhao et al. 2020) for training on a few hundred images:
+    # transformations applied to every image D sees in training, real and
+    # generated, comma-separated from color, translation, cutout; "": none.
+    g.diff_augment = ""
     # InfoGAN's lambda: weight of the code's cross-entropy in both players'
     # losses (used when model.code_classes > 0).
     g.info_weight = 1.0
@@ -123,6 +127,18 @@ class TwoPlayerTask(Task):
             raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
         if g.r1_gamma < 0:
             raise ConfigError(f"gan.r1_gamma={g.r1_gamma} must be >= 0")
+        try:
+            self.diff_augment = diffaugment.parse_policy(g.get("diff_augment", ""))
+        except ValueError as e:
+            raise ConfigError(f"gan.diff_augment={g.diff_augment!r}: {e}") from None
+
+    def augmented(self, x, rng, which: int):
+        """``x`` through ``gan.diff_augment`` (itself when that is empty);
+        ``which`` tells the batches of one step apart."""
+        if not self.diff_augment:
+            return x
+        return diffaugment.diff_augment(x, self.diff_augment,
+                                        jax.random.fold_in(rng, 0x0D1FF + which))
 
     def make_optimizer(self):
         g_opt, schedule = build_optimizer(self.config.train)
@@ -343,6 +359,8 @@ class GANTask(TwoPlayerTask):
         fake, _, z = self._fake(g_params, model_state["generator"], z_rng,
                                 real.shape[0], train=True, labels=labels)
         fake = jax.lax.stop_gradient(fake)
+        # DiffAugment: both batches, each with its own transformations.
+        real, fake = self.augmented(real, rng, 0), self.augmented(fake, rng, 1)
         coded = bool(self.config.model.code_classes)
         # Real and generated batches go through D separately, as in DCGAN,
         # so batch norm never mixes them.
@@ -374,6 +392,7 @@ class GANTask(TwoPlayerTask):
         labels = batch["label"] if self.num_classes else None
         fake, g_state, z = self._fake(g_params, model_state["generator"], z_rng,
                                       batch["image"].shape[0], train=True, labels=labels)
+        fake = self.augmented(fake, rng, 2)
         coded = bool(self.config.model.code_classes)
         # D's batch statistics move only in D's own steps.
         logits, _ = self.discriminate(d_params, model_state["discriminator"],
