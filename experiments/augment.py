@@ -289,7 +289,7 @@ def summarise(records: list[dict], cas: list[dict]) -> list[dict]:
     """Mean and standard deviation over seeds: per family, size and ratio
     (real only at ratio 0), and each family's CAS per size; ``gain``: the
     mean accuracy over real only, ``significant`` where the two ranges mean
-    +- std do not overlap."""
+    +- std do not overlap (with at least two seeds on each side)."""
     groups: dict[tuple, list] = {}
     for r in records:
         groups.setdefault((r["family"], r["experiment"], r["per_class"], r["ratio"]),
@@ -303,8 +303,11 @@ def summarise(records: list[dict], cas: list[dict]) -> list[dict]:
         if family != "real only":
             base = real[size]
             row["gain"] = round(s["mean"] - base["mean"], 4)
-            row["significant"] = bool(s["mean"] - s["std"] > base["mean"] + base["std"]
-                                      or s["mean"] + s["std"] < base["mean"] - base["std"])
+            # An error bar needs two seeds on each side.
+            row["significant"] = bool(
+                min(s["n"], base["n"]) >= 2
+                and (s["mean"] - s["std"] > base["mean"] + base["std"]
+                     or s["mean"] + s["std"] < base["mean"] - base["std"]))
         out.append(row)
     cas_groups: dict[tuple, list] = {}
     for c in cas:
@@ -332,7 +335,7 @@ def render(result: dict) -> str:
         rows = [r for r in summary if r["per_class"] == size]
         real = next(r for r in rows if r["family"] == "real only")
         lines += [f"**{size} labelled examples per class** (real only: {_pm(real)}%, "
-                  f"{real['accuracy_n']} seeds)", "",
+                  f"{real['accuracy_n']} seed{'s' if real['accuracy_n'] != 1 else ''})", "",
                   "| family | experiment | " + " | ".join(f"+{r:g}x synthetic"
                                                          for r in ratios) + " | CAS |",
                   "|" + "---|" * (len(ratios) + 3)]
@@ -355,7 +358,7 @@ def render(result: dict) -> str:
     lines += [f"Each generator: its family's class-conditional recipe at "
               f"`--preset={result['preset']}` for "
               f"{STEP_FRACTION[result['preset']]:g} of its steps, on the labelled "
-              f"subset alone. "
+              f"subset alone (the GAN with DiffAugment, `{LOW_DATA_DIFF_AUGMENT}`). "
               f"Test accuracy (%) on the whole real test split of a LeNet trained for "
               f"{result['classifier_steps']} steps of 32, mean ± std over seeds (each "
               f"seed: its own labelled subset, generators and classifier "

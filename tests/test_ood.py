@@ -291,6 +291,24 @@ def test_every_generator_recipe_builds_class_conditional(shared_data_dir, preset
             assert task.diff_augment == ("color", "translation", "cutout")
 
 
+def test_augment_gain_is_marked_only_where_error_bars_of_two_seeds_part():
+    def records(real, aug):
+        return ([{"family": "real only", "experiment": None, "per_class": 10, "seed": i,
+                  "ratio": 0.0, "accuracy": a} for i, a in enumerate(real)]
+                + [{"family": "GAN", "experiment": "dcgan_mnist", "per_class": 10,
+                    "seed": i, "ratio": 1.0, "accuracy": a} for i, a in enumerate(aug)])
+
+    def gan_row(real, aug):
+        return next(r for r in augment.summarise(records(real, aug), [])
+                    if r["experiment"] == "dcgan_mnist")
+
+    apart = gan_row([0.80, 0.82], [0.86, 0.88])
+    assert apart["significant"] and apart["gain"] == pytest.approx(0.06)
+    assert not gan_row([0.80, 0.84], [0.83, 0.87])["significant"]  # bars overlap
+    assert gan_row([0.82, 0.84], [0.76, 0.78])["significant"]  # a loss is marked too
+    assert not gan_row([0.82], [0.90])["significant"]  # one seed: no error bar
+
+
 def test_augment_flags_and_bad_input_are_one_line_errors(tmp_path, capsys):
     from experiments import augment  # pylint: disable=import-outside-toplevel
     args = augment.parse_args(["--dataset=digits", "--workdir=w", "--sizes=10,50",
