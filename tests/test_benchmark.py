@@ -158,6 +158,42 @@ def test_flops_from_cost_analysis(analysis, expected):
     assert profiling.flops_from_cost_analysis(_Compiled(analysis)) == expected
 
 
+def test_loop_matmul_flops_restores_the_trips_xla_counts_once():
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    x, ws = jnp.ones((32, 16)), jnp.ones((5, 16, 16))
+    one = 2 * 32 * 16 * 16  # one [32, 16] x [16, 16] matmul
+    cases = {  # function -> (matmuls run, while-loops of unknown length)
+        lambda x, ws: jnp.stack([x @ ws[i] for i in range(5)]): (5, 0),
+        lambda x, ws: jax.lax.map(lambda w: x @ w, ws): (5, 0),
+        lambda x, ws: jax.lax.map(
+            lambda w: jax.lax.fori_loop(0, 3, lambda i, c: c @ w, x), ws): (15, 0),
+        # Reverse mode through the map: each trip's forward and weight gradient.
+        lambda x, ws: jax.grad(lambda ws: jnp.sum(jax.lax.map(
+            lambda w: jnp.tanh(x @ w), ws)))(ws): (10, 0),
+        lambda x, ws: jax.lax.while_loop(
+            lambda c: c[0] < 5, lambda c: (c[0] + 1, c[1] @ ws[c[0]]), (0, x))[1]: (1, 1),
+    }
+    for f, (matmuls, unknown) in cases.items():
+        jitted = jax.jit(f)
+        xla = profiling.flops_from_cost_analysis(jitted.lower(x, ws).compile())
+        loops = profiling.loop_matmul_flops(jitted.trace(x, ws).jaxpr)
+        assert loops["unknown_loops"] == unknown
+        # XLA's count (matmuls counted once, a few elementwise FLOPs) plus the
+        # extra trips is every matmul the function runs.
+        assert xla + loops["extra"] == pytest.approx(matmuls * one, rel=0.05)
+
+
+def test_the_mixtures_em_step_is_charged_for_every_component(capsys):
+    code, out, err = _run(capsys, ["gmm_mnist", "--preset=smoke", "--steps=2",
+                                   "--warmup=1", "--json",
+                                   "--config.data.name=digits"])
+    assert code == 0, err
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["loop_flops_per_step"] > 0 and r["while_loops_counted_once"] == 0
+    assert r["flops_per_step"] > r["loop_flops_per_step"]
+
+
 def test_sampling_times_every_sampler_of_a_diffusion_task(capsys):
     code, out, err = _run(capsys, [
         "ddpm_toy2d", "--preset=smoke", "--steps=2", "--warmup=0",

@@ -27,7 +27,11 @@ What it measures:
 * FLOPs: XLA's cost analysis of the compiled step. Under SPMD the compiled
   program is the per-device one, so the step's FLOPs are the per-device count
   times the number of devices. XLA counts every op (elementwise ones too),
-  forward, backward and optimiser update.
+  forward, backward and optimiser update, but a loop's body only once: the
+  matmuls and convolutions of a ``scan`` (``lax.map``, a ``fori_loop`` of
+  fixed length) run once per trip, so their FLOPs times the trips less one
+  are added, counted from the step's jaxpr (``profiling.loop_matmul_flops``;
+  the mixture's EM step maps its matmuls over the components).
 * peak and MFU: the peak is measured here, now: a jitted f32 square matmul
   (``--peak_size``, 2048 by default) on every device at once, at JAX's
   default matmul precision (the one the model's own matmuls use; on TPU that
@@ -93,7 +97,7 @@ import numpy as np
 from genjax import cli
 from genjax import config as config_lib
 from genjax import registry
-from genjax.tools.profiling import (flops_from_cost_analysis,
+from genjax.tools.profiling import (flops_from_cost_analysis, loop_matmul_flops,
                                     measure_matmul_peak, summarize_trace)
 
 USAGE = ("usage: python -m genjax.tools.benchmark NAME [--preset=P] "
@@ -206,6 +210,10 @@ def _time_train_step(run, steps: int, warmup: int,
     compiled = lowered.compile()
     t2 = time.perf_counter()
     flops_per_device = flops_from_cost_analysis(compiled)
+    loops = loop_matmul_flops(train_step.trace(state, batch).jaxpr)
+    loop_flops_per_device = loops["extra"] / int(mesh.devices.size)
+    if flops_per_device is not None:
+        flops_per_device += loop_flops_per_device
 
     # Warm-up (the batch used for lowering is the first one trained on).
     for i in range(warmup):
@@ -260,6 +268,8 @@ def _time_train_step(run, steps: int, warmup: int,
     del state
 
     return {"compile": (t0, t1, t2), "flops_per_device": flops_per_device,
+            "loop_flops_per_device": loop_flops_per_device,
+            "unknown_loops": loops["unknown_loops"],
             "step_times": step_times, "batch_times": batch_times,
             "pipelined": pipelined, "steps_synced": sync,
             "final_metrics": final_metrics,
@@ -360,6 +370,9 @@ def benchmark(config, make_task: Callable, *, steps: int = 50, warmup: int = 5,
                               batch_size * m["tokens_per_example"] / median),
         "flops_per_step": flops,
         "flops_per_step_per_device": per_device,
+        # Of those, the matmul FLOPs of loop trips XLA's analysis leaves out.
+        "loop_flops_per_step": m["loop_flops_per_device"] * n_dev,
+        "while_loops_counted_once": m["unknown_loops"],
         "achieved_flops_per_second": achieved,
         "peak_flops_per_second": peak["flops_per_second"],
         "peak": peak,
@@ -421,9 +434,11 @@ def format_report(r: dict[str, Any]) -> str:
     if r["flops_per_step"] is None:
         lines.append("  FLOPs       n/a (no XLA cost analysis on this backend)")
     else:
+        loop_part = (f" + {_si(r['loop_flops_per_step'], 'FLOP')} of loop trips it "
+                     "counts once" if r.get("loop_flops_per_step") else "")
         lines += [
             f"  FLOPs       {_si(r['flops_per_step'], 'FLOP')}/step (XLA cost "
-            f"analysis; {_si(r['flops_per_step_per_device'], 'FLOP')} per "
+            f"analysis{loop_part}; {_si(r['flops_per_step_per_device'], 'FLOP')} per "
             "device)",
             f"  achieved    {_si(r['achieved_flops_per_second'], 'FLOP/s')}",
         ]
@@ -467,6 +482,9 @@ def format_report(r: dict[str, Any]) -> str:
     if r.get("compilation_cache_dir"):
         lines.append("  note        JAX's persistent compilation cache is on "
                      f"({r['compilation_cache_dir']}): compile may be a cache hit")
+    if r.get("while_loops_counted_once"):
+        lines.append(f"  note        {r['while_loops_counted_once']} while-loop(s) of a "
+                     "trip count set at run time: their FLOPs are counted once")
     if r["steps"] < 20:
         lines.append(f"  note        only {r['steps']} timed steps: the "
                      "percentiles are noisy (use >= 20)")

@@ -46,6 +46,68 @@ def flops_from_cost_analysis(compiled) -> float | None:
     return flops if math.isfinite(flops) and flops > 0 else None
 
 
+def _matmul_flops(eqn) -> float:
+    """2 x multiply-adds of a ``dot_general`` or ``conv_general_dilated``
+    equation (0 for anything else)."""
+    name = eqn.primitive.name
+    if name not in ("dot_general", "conv_general_dilated"):
+        return 0.0
+    out = math.prod(eqn.outvars[0].aval.shape)
+    if name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        return 2.0 * out * math.prod(lhs[d] for d in lhs_contract)
+    rhs = eqn.invars[1].aval.shape
+    spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, spatial...)
+    return 2.0 * out * rhs[spec[1]] * math.prod(rhs[d] for d in spec[2:])
+
+
+def _sub_jaxprs(value):
+    """The jaxprs held in an equation parameter (a jaxpr, a closed one, or a
+    tuple of them, such as ``cond``'s branches)."""
+    if hasattr(value, "eqns"):
+        yield value
+    elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
+        yield value.jaxpr
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _sub_jaxprs(v)
+
+
+def loop_matmul_flops(jaxpr) -> dict[str, float]:
+    """The matmul and convolution FLOPs that XLA's cost analysis leaves out.
+
+    The cost analysis counts a loop's body once, whatever its trip count:
+    a step that maps a matmul over 5 mixture components (``lax.map``, a
+    ``scan``) is charged for one. This walks ``jaxpr`` (a step's, e.g.
+    ``jax.jit(f).trace(*args).jaxpr``) and returns ``extra``: the FLOPs of
+    every ``dot_general`` and ``conv_general_dilated`` times its enclosing
+    scans' trip counts less one, summed (global shapes: divide by the devices
+    for a per-device count), and ``unknown_loops``: while-loops whose trip
+    count the jaxpr does not fix, counted once as XLA does.
+    """
+    out = {"extra": 0.0, "unknown_loops": 0}
+
+    def walk(jaxpr, trips: int) -> None:
+        for eqn in jaxpr.eqns:
+            flops = _matmul_flops(eqn)
+            if flops:
+                out["extra"] += flops * (trips - 1)
+                continue
+            name = eqn.primitive.name
+            inner = trips
+            if name == "scan":
+                inner = trips * int(eqn.params["length"])
+            elif name == "while":
+                out["unknown_loops"] += 1
+            for value in eqn.params.values():
+                for sub in _sub_jaxprs(value):
+                    walk(sub, inner)
+
+    walk(getattr(jaxpr, "jaxpr", jaxpr), 1)
+    return out
+
+
 def measure_matmul_peak(mesh, size: int = 2048,
                         runs: int = PEAK_RUNS) -> dict[str, Any]:
     """The f32 matmul FLOP/s of every device of ``mesh`` together, now.
