@@ -189,8 +189,8 @@ registry.register_study(registry.Study(
                       "ones on shapes32 (a rerun of the same command), then 4 min "
                       "for gmm_mnist again (a third call, its report removed)",
             notes="`experiments/results/benchmark_cpu.json` is the `benchmark.json` "
-                  "the command wrote. Another study was stopped (SIGSTOP) for both "
-                  "calls; the load column is the 1-minute average, which still "
+                  "the command wrote. Another study was stopped (SIGSTOP) for every "
+                  "call; the load column is the 1-minute average, which still "
                   "holds the previous experiment's run. The first call could not "
                   "load CIFAR-10 here (no download); the rerun measured those two on "
                   "the shapes32 stand-in of CIFAR-10's shape and classes, and reused "
