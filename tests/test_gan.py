@@ -536,14 +536,16 @@ def test_policy_parsing_and_identity():
     assert diffaugment.diff_augment(x, (), jax.random.key(0)) is x
 
 
-def test_diff_augment_trains_and_only_training_sees_it(data_dir, tmp_path):
-    """The option reaches the task, transforms only when set, and a DCGAN
-    trains with it."""
+def test_diff_augment_and_mode_seeking_train(data_dir, tmp_path):
+    """DiffAugment reaches the task and transforms only when set; a
+    class-conditional DCGAN trains with both few-shot options and logs the
+    mode-seeking term."""
     overrides = {"train.num_steps": 4, "train.log_every": 2, "train.checkpoint_every": 4,
                  "train.eval_every": 4, "eval.sample_quality.num_samples": 0,
                  "eval.sample_quality.num_samples_during_training": 0}
     config = gan_config(dcgan_mnist, data_dir=data_dir, **overrides,
-                        **{"gan.diff_augment": "color,translation,cutout"})
+                        **{"gan.diff_augment": "color,translation,cutout",
+                           "gan.mode_seeking": 1.0, "model.class_conditional": True})
     dataset = data_lib.load_dataset(config.data)
     task = dcgan_mnist.EXPERIMENT.make_task(config, dataset)
     assert task.diff_augment == ("color", "translation", "cutout")
@@ -556,6 +558,9 @@ def test_diff_augment_trains_and_only_training_sees_it(data_dir, tmp_path):
     rows = read_jsonl(tmp_path / "wd" / "metrics.jsonl")
     assert [r["step"] for r in rows if "train/d_loss" in r] == [2, 4]
     assert all(np.isfinite(r["train/d_loss"]) for r in rows if "train/d_loss" in r)
+    # 1 / (image distance / latent distance) of two draws per label: finite, > 0.
+    seeking = [r["train/mode_seeking"] for r in rows if "train/mode_seeking" in r]
+    assert len(seeking) == 2 and all(0 < v < 1e5 for v in seeking)
 
 
 @pytest.mark.parametrize("loss", ["minimax", "hinge"])
@@ -580,6 +585,7 @@ def test_other_losses_and_r1_train(loss, data_dir, tmp_path):
     ("--config.gan.info_weight=-1", ["gan.info_weight=-1", ">= 0"]),
     ("--config.gan.diff_augment=color,flip", ["gan.diff_augment='color,flip'", "flip",
                                               "translation"]),
+    ("--config.gan.mode_seeking=-1", ["gan.mode_seeking=-1", ">= 0"]),
 ])
 def test_config_mistakes_exit_2_and_write_nothing(override, named, data_dir,
                                                   tmp_path, capsys):

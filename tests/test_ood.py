@@ -288,6 +288,7 @@ def test_every_generator_recipe_builds_class_conditional(shared_data_dir, preset
         assert config.model.class_conditional and task is not None
         if "gan" in config:  # the few-shot GAN trains with DiffAugment
             assert config.gan.diff_augment == augment.LOW_DATA_DIFF_AUGMENT
+            assert config.gan.mode_seeking == augment.LOW_DATA_MODE_SEEKING > 0
             assert task.diff_augment == ("color", "translation", "cutout")
 
 

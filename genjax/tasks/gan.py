@@ -76,6 +76,10 @@ def base_config(data_name: str) -> ml_collections.ConfigDict:
     # transformations applied to every image D sees in training, real and
     # generated, comma-separated from color, translation, cutout; "": none.
     g.diff_augment = ""
+    # Mode seeking (Mao et al. 2019, MSGAN) against a conditional generator's
+    # collapse: this weight times 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|)
+    # for two latents of the same labels joins G's loss; 0 disables.
+    g.mode_seeking = 0.0
     # InfoGAN's lambda: weight of the code's cross-entropy in both players'
     # losses (used when model.code_classes > 0).
     g.info_weight = 1.0
@@ -127,6 +131,8 @@ class TwoPlayerTask(Task):
             raise ConfigError(f"gan.n_disc={g.n_disc} must be at least 1")
         if g.r1_gamma < 0:
             raise ConfigError(f"gan.r1_gamma={g.r1_gamma} must be >= 0")
+        if g.get("mode_seeking", 0.0) < 0:
+            raise ConfigError(f"gan.mode_seeking={g.mode_seeking} must be >= 0 (0: off)")
         try:
             self.diff_augment = diffaugment.parse_policy(g.get("diff_augment", ""))
         except ValueError as e:
@@ -392,6 +398,16 @@ class GANTask(TwoPlayerTask):
         labels = batch["label"] if self.num_classes else None
         fake, g_state, z = self._fake(g_params, model_state["generator"], z_rng,
                                       batch["image"].shape[0], train=True, labels=labels)
+        weight = self.config.gan.get("mode_seeking", 0.0)
+        ms_term = None
+        if weight > 0:
+            # A second draw of the same labels; its batch statistics are dropped.
+            other, _, z2 = self._fake(g_params, model_state["generator"],
+                                      jax.random.fold_in(z_rng, 1), fake.shape[0],
+                                      train=True, labels=labels)
+            ratio = (jnp.mean(jnp.abs(fake - other))
+                     / jnp.mean(jnp.abs(z - z2)[:, :self.config.model.latents]))
+            ms_term = 1.0 / (ratio + 1e-5)
         fake = self.augmented(fake, rng, 2)
         coded = bool(self.config.model.code_classes)
         # D's batch statistics move only in D's own steps.
@@ -403,6 +419,9 @@ class GANTask(TwoPlayerTask):
         loss, metrics = adversarial.generator_loss(self.config.gan.loss, logits)
         if coded:  # G makes its code readable (InfoGAN); D's step logs it.
             loss, _ = self._info_term(code_logits, z, loss, metrics)
+        if ms_term is not None:
+            loss = loss + weight * ms_term
+            metrics = dict(metrics, mode_seeking=ms_term)
         return loss, (metrics, dict(model_state, generator=g_state))
 
     def eval_fn(self, params, batch, rng, *, final):
