@@ -205,12 +205,13 @@ def _time_train_step(run, steps: int, warmup: int,
                           and inputs.ndim == 2 else None)
     batch = step_lib.to_global(host_batch, mesh)
     t0 = time.perf_counter()
-    lowered = train_step.lower(state, batch)
+    traced = train_step.trace(state, batch)  # its jaxpr counts the loop trips
+    lowered = traced.lower()
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
     flops_per_device = flops_from_cost_analysis(compiled)
-    loops = loop_matmul_flops(train_step.trace(state, batch).jaxpr)
+    loops = loop_matmul_flops(traced.jaxpr)
     loop_flops_per_device = loops["extra"] / int(mesh.devices.size)
     if flops_per_device is not None:
         flops_per_device += loop_flops_per_device
