@@ -27,7 +27,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-POLICIES = ("color", "translation", "cutout")
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
@@ -87,6 +86,7 @@ def cutout(x: jax.Array, rng: jax.Array, ratio: float = CUTOUT_RATIO) -> jax.Arr
 
 
 _TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
+POLICIES = tuple(_TRANSFORMS)  # the names, in the order the docstring gives
 
 
 def diff_augment(x: jax.Array, policy: tuple[str, ...], rng: jax.Array) -> jax.Array:
