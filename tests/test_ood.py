@@ -286,6 +286,10 @@ def test_every_generator_recipe_builds_class_conditional(shared_data_dir, preset
                                           str(shared_data_dir))
         task = registry.get(gen.experiment).make_task(config, dataset)
         assert config.model.class_conditional and task is not None
+        if preset == "cpu":  # an eighth of the recipe's steps; the cheap GAN's a quarter
+            full = registry.get(gen.experiment).get_config(preset).train.num_steps
+            share = 0.25 if gen.experiment == "dcgan_mnist" else 0.125
+            assert config.train.num_steps == round(full * share)
         if "gan" in config:  # the few-shot GAN trains with DiffAugment
             assert config.gan.diff_augment == augment.LOW_DATA_DIFF_AUGMENT
             assert config.gan.mode_seeking == augment.LOW_DATA_MODE_SEEKING > 0
