@@ -311,10 +311,17 @@ registry.register_study(registry.Study(
                   "`cpu` preset trained for its 2,000 steps (validation loss "
                   "1.9104). Another study was stopped (SIGSTOP) for the whole "
                   "call. The target, ten times nanoGPT's `generate` for one "
-                  "sample, is not reached: 9.2x. A decode step of one sequence "
-                  "takes about 0.2 ms, nearly all of it per-operation overhead "
-                  "(its arithmetic is under 2 MFLOP); with 64 sequences the "
-                  "speed-up is 8.2x."),
+                  "sample, is not reached: 9.2x (the same command on 2026-12-08, "
+                  "another study stopped again: 9.5x, 5,507 against 582 tokens/s). "
+                  "A decode step of one sequence takes about 0.2 ms; about 70% of "
+                  "it are the 16 weight matrix-vector products, the rest some 150 "
+                  "small kernels. The four layers' 3.1 MB of f32 weights exceed "
+                  "one core's 2 MB L2 cache, so every token streams them from L3: "
+                  "in a loop of the same products (a scratch measurement, "
+                  "2026-12-08), one takes 2.4 us with two layers' weights (1.55 "
+                  "MB) and 7.4 us with four. Splitting each product in column "
+                  "blocks, unrolling the token loop and bf16 weights did not "
+                  "help. With 64 sequences the speed-up is 8.2x."),
     ),
 ))
 
