@@ -237,6 +237,15 @@ def augment(dataset_spec: str, workdir: str, *, preset: str = "cpu",
     fractions = {g.experiment: step_fraction(g, preset) for g in chosen}
     os.makedirs(workdir, exist_ok=True)
     records, cas = [], []
+
+    def write_result() -> dict:
+        """``augment.json`` as it stands (written after every family)."""
+        result = {"records": records, "cas": cas, "summary": summarise(records, cas),
+                  "preset": preset, "dataset": name, "classifier_steps": steps,
+                  "step_fraction": fractions}
+        artifacts.write_json(os.path.join(workdir, "augment.json"), result)
+        return result
+
     total = len(sizes) * len(seeds)
     done = 0
     for size in sizes:
@@ -283,15 +292,8 @@ def augment(dataset_spec: str, workdir: str, *, preset: str = "cpu",
                 cas.append({"family": g.family, "experiment": g.experiment,
                             "per_class": size, "seed": seed, "cas": cas_acc,
                             "real_accuracy": real_acc})
-                result = {"records": records, "cas": cas,
-                          "summary": summarise(records, cas), "preset": preset,
-                          "dataset": name, "classifier_steps": steps,
-                          "step_fraction": fractions}
-                artifacts.write_json(os.path.join(workdir, "augment.json"), result)
-    result = {"records": records, "cas": cas, "summary": summarise(records, cas),
-              "preset": preset, "dataset": name, "classifier_steps": steps,
-              "step_fraction": fractions}
-    artifacts.write_json(os.path.join(workdir, "augment.json"), result)
+                write_result()
+    result = write_result()
     artifacts.write_text(os.path.join(workdir, "augment.md"),
                          f"# Data augmentation on {name} (`--preset={preset}`)\n\n"
                          + render(result) + "\n")
